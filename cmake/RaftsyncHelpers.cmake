@@ -1,0 +1,57 @@
+# Helpers shared by the module CMakeLists files.
+
+# Warnings for our own targets (clean under -Wall -Wextra -Wpedantic).
+function(raftsync_set_warnings target)
+  if(MSVC)
+    target_compile_options(${target} PRIVATE /W4)
+  else()
+    target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic)
+    if(RAFTSYNC_WARNINGS_AS_ERRORS)
+      target_compile_options(${target} PRIVATE -Werror)
+    endif()
+  endif()
+endfunction()
+
+# raftsync_add_library(<name> SOURCES ... [PUBLIC_LIBS ...] [PRIVATE_LIBS ...])
+# Builds the static library raftsync_<name>, aliased raftsync::<name>, exported as part of the
+# package. Call it from src/<name>/CMakeLists.txt.
+function(raftsync_add_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_LIBS;PRIVATE_LIBS" ${ARGN})
+  add_library(raftsync_${name} STATIC ${ARG_SOURCES})
+  add_library(raftsync::${name} ALIAS raftsync_${name})
+  set_target_properties(raftsync_${name} PROPERTIES EXPORT_NAME ${name} POSITION_INDEPENDENT_CODE ON)
+  target_link_libraries(raftsync_${name} PUBLIC raftsync_raft ${ARG_PUBLIC_LIBS} PRIVATE ${ARG_PRIVATE_LIBS})
+  raftsync_set_warnings(raftsync_${name})
+  set(RAFTSYNC_EXPORTED_TARGETS ${RAFTSYNC_EXPORTED_TARGETS} raftsync_${name} PARENT_SCOPE)
+endfunction()
+
+# raftsync_add_test(<name> SOURCES ... [LIBS ...] [LABELS ...] [TIMEOUT seconds] [ARGS ...])
+# One Catch2 v2 executable, registered as one CTest test. Labels are the given LABELS plus every
+# Catch tag found in the sources' TEST_CASE lines ("[raft][5.3]" → labels raft and 5.3), so
+# `ctest -L <tag>` selects by Catch tag.
+function(raftsync_add_test name)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;LIBS;LABELS;ARGS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE raftsync_catch_main ${ARG_LIBS})
+  raftsync_set_warnings(${name})
+  set(labels ${ARG_LABELS})
+  foreach(source IN LISTS ARG_SOURCES)
+    get_filename_component(source_path ${source} ABSOLUTE)
+    file(STRINGS ${source_path} lines REGEX "TEST_CASE")
+    foreach(line IN LISTS lines)
+      string(REGEX MATCHALL "\\[[A-Za-z0-9_.:-]+\\]" tags "${line}")
+      foreach(tag IN LISTS tags)
+        string(REGEX REPLACE "^\\[(.*)\\]$" "\\1" tag "${tag}")
+        if(NOT tag MATCHES "^[.!]")
+          list(APPEND labels ${tag})
+        endif()
+      endforeach()
+    endforeach()
+  endforeach()
+  list(REMOVE_DUPLICATES labels)
+  add_test(NAME ${name} COMMAND ${name} ${ARG_ARGS})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  set_tests_properties(${name} PROPERTIES LABELS "${labels}" TIMEOUT ${ARG_TIMEOUT})
+endfunction()
