@@ -1,0 +1,268 @@
+// raftsync — the node program. Runs one member of a replicated folder until SIGINT/SIGTERM, and
+// answers `raftsync status` / `raftsync flush` on a Unix socket in its state directory.
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "options.hpp"
+#include "raftsync/replicated_folder.hpp"
+#include "raftsync/version.hpp"
+
+namespace asio = boost::asio;
+using local_socket = asio::local::stream_protocol::socket;
+
+namespace raftsync::tool {
+namespace {
+
+int log_threshold = 2;  // 0 error, 1 warn, 2 info, 3 debug
+
+void log_line(int level, const std::string& text) {
+  if (level > log_threshold) return;
+  static const char* names[] = {"ERROR", "WARN ", "INFO ", "DEBUG"};
+  auto now = std::chrono::system_clock::now();
+  auto micros = std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch());
+  std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  fmt::print(stderr, "{:%H:%M:%S}.{:06} {} {}\n", utc, micros.count() % 1000000, names[level], text);
+  std::fflush(stderr);
+}
+
+std::string json_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+std::string status_json(const folder_status& s) {
+  std::string peers;
+  for (const peer_progress& p : s.peers) {
+    if (!peers.empty()) peers += ",";
+    peers += fmt::format(
+        R"({{"id":{},"match_index":{},"next_index":{},"state":"{}","learner":{},"connected":{}}})",
+        p.id, p.match_index, p.next_index, p.state, p.learner, p.connected);
+  }
+  std::string halted;
+  for (const std::string& reason : s.halted_reasons) {
+    if (!halted.empty()) halted += ",";
+    halted += "\"" + json_escape(reason) + "\"";
+  }
+  return fmt::format(
+      R"({{"id":{},"role":"{}","term":{},"leader":{},"commit_index":{},"applied_index":{},)"
+      R"("last_index":{},"pending_proposals":{},"files":{},"peers":[{}],"halted_reasons":[{}]}})",
+      s.id, s.role, s.term, s.leader, s.commit_index, s.applied_index, s.last_index,
+      s.pending_proposals, s.files, peers, halted);
+}
+
+// Serves one request line per connection: "status" or "flush <timeout_ms> <all 0|1>".
+class control_server {
+ public:
+  control_server(asio::io_context& io, const std::filesystem::path& socket_path,
+                 replicated_folder& folder)
+      : io_(io), acceptor_(io), folder_(folder), socket_path_(socket_path) {}
+
+  std::error_code start() {
+    std::error_code ignored;
+    std::filesystem::remove(socket_path_, ignored);
+    boost::system::error_code ec;
+    acceptor_.open(asio::local::stream_protocol(), ec);
+    if (!ec) acceptor_.bind(socket_path_.string(), ec);
+    if (!ec) acceptor_.listen(8, ec);
+    if (ec) return std::error_code(ec.value(), std::system_category());
+    accept();
+    return {};
+  }
+
+  void stop() {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    std::error_code removed;
+    std::filesystem::remove(socket_path_, removed);
+  }
+
+ private:
+  void accept() {
+    acceptor_.async_accept([this](boost::system::error_code ec, local_socket socket) {
+      if (ec) return;
+      // Flush may block for its timeout: serve each request on its own short-lived thread so the
+      // io_context keeps running the node.
+      std::thread([this, s = std::make_shared<local_socket>(std::move(socket))] { serve(*s); })
+          .detach();
+      accept();
+    });
+  }
+
+  void serve(local_socket& socket) {
+    boost::system::error_code ec;
+    asio::streambuf buffer;
+    asio::read_until(socket, buffer, '\n', ec);
+    if (ec) return;
+    std::istream in(&buffer);
+    std::string verb;
+    in >> verb;
+    std::string reply;
+    if (verb == "status") {
+      reply = status_json(folder_.status()) + "\n";
+    } else if (verb == "flush") {
+      std::uint32_t timeout_ms = 30000;
+      int all = 0;
+      in >> timeout_ms >> all;
+      std::error_code error = folder_.flush(std::chrono::milliseconds(timeout_ms), all != 0);
+      reply = error ? "error " + error.message() + "\n" : "ok\n";
+    } else {
+      reply = "error unknown request\n";
+    }
+    asio::write(socket, asio::buffer(reply), ec);
+  }
+
+  asio::io_context& io_;
+  asio::local::stream_protocol::acceptor acceptor_;
+  replicated_folder& folder_;
+  std::filesystem::path socket_path_;
+};
+
+int run_client(const options& opts) {
+  asio::io_context io;
+  local_socket socket(io);
+  boost::system::error_code ec;
+  std::filesystem::path socket_path = opts.config.state_dir / "control.sock";
+  socket.connect(socket_path.string(), ec);
+  if (ec) {
+    fmt::print(stderr, "raftsync: cannot reach the node at {}: {} (is it running?)\n",
+               socket_path.string(), ec.message());
+    return 2;
+  }
+  std::string request = opts.command == command_kind::status
+                            ? std::string("status\n")
+                            : fmt::format("flush {} {}\n", opts.flush_timeout_ms, opts.flush_all);
+  asio::write(socket, asio::buffer(request), ec);
+  asio::streambuf buffer;
+  asio::read_until(socket, buffer, '\n', ec);
+  if (ec) {
+    fmt::print(stderr, "raftsync: no answer from the node: {}\n", ec.message());
+    return 2;
+  }
+  std::string reply((std::istreambuf_iterator<char>(&buffer)), std::istreambuf_iterator<char>());
+  std::fputs(reply.c_str(), stdout);
+  return reply.rfind("error", 0) == 0 ? 1 : 0;
+}
+
+bool read_secret(const std::filesystem::path& file, std::string* secret, std::string* error) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    *error = fmt::format("cannot read --secret-file {}", file.string());
+    return false;
+  }
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  *secret = contents.str();
+  while (!secret->empty() && (secret->back() == '\n' || secret->back() == '\r')) secret->pop_back();
+  if (secret->size() < 16) {
+    *error = fmt::format("the secret in {} is shorter than 16 bytes", file.string());
+    return false;
+  }
+  return true;
+}
+
+int run_node(options opts) {
+  std::string error;
+  if (!read_secret(opts.secret_file, &opts.config.secret, &error)) {
+    fmt::print(stderr, "raftsync: {}\n", error);
+    return 2;
+  }
+  if (std::error_code ec = opts.config.validate(&error)) {
+    fmt::print(stderr, "raftsync: invalid configuration: {}\n", error);
+    return 2;
+  }
+  asio::io_context io;
+  replicated_folder folder(opts.config, io.get_executor());
+  folder.on_leader_change([](raft::node_id leader, std::uint64_t term) {
+    log_line(2, leader == raft::no_node ? fmt::format("term {}: no leader", term)
+                                        : fmt::format("term {}: leader is node {}", term, leader));
+  });
+  folder.on_applied([](const applied_change& change) {
+    std::string what = change.from_path.empty()
+                           ? change.path
+                           : fmt::format("{} -> {}", change.from_path, change.path);
+    log_line(change.conflict_copy ? 1 : 3,
+             fmt::format("applied #{} {} {} (from node {}){}", change.index, change.kind, what,
+                         change.origin, change.conflict_copy ? " — conflict copy kept" : ""));
+  });
+  if (std::error_code ec = folder.start()) {
+    fmt::print(stderr, "raftsync: cannot start: {}\n", ec.message());
+    return 1;
+  }
+  log_line(2, fmt::format("node {} replicating {} (listening on {}:{})", opts.config.id,
+                          opts.config.root.string(), opts.config.listen_host, folder.listen_port()));
+  control_server control(io, opts.config.state_dir / "control.sock", folder);
+  if (std::error_code ec = control.start()) {
+    log_line(1, fmt::format("control socket unavailable: {}", ec.message()));
+  }
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::thread stopper;
+  signals.async_wait([&](boost::system::error_code ec, int signal) {
+    if (ec) return;
+    log_line(2, fmt::format("signal {}: stopping", signal));
+    control.stop();
+    // stop() waits for the node's strand, which runs on this io_context: call it from another
+    // thread so the loop keeps running until the node has stopped.
+    stopper = std::thread([&] {
+      folder.stop();
+      io.stop();
+    });
+  });
+  io.run();
+  if (stopper.joinable()) stopper.join();
+  return 0;
+}
+
+}  // namespace
+}  // namespace raftsync::tool
+
+int main(int argc, char** argv) {
+  using namespace raftsync::tool;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::string error;
+  std::optional<options> opts = parse_options(args, &error);
+  if (!opts) {
+    fmt::print(stderr, "raftsync: {}\nrun 'raftsync --help' for usage\n", error);
+    return 2;
+  }
+  switch (opts->command) {
+    case command_kind::help: std::fputs(usage_text(), stdout); return 0;
+    case command_kind::version: std::printf("raftsync %s\n", RAFTSYNC_VERSION_STRING); return 0;
+    case command_kind::status:
+    case command_kind::flush: return run_client(*opts);
+    case command_kind::run: break;
+  }
+  static const std::map<std::string, int> levels = {
+      {"error", 0}, {"warn", 1}, {"info", 2}, {"debug", 3}};
+  log_threshold = levels.at(opts->log_level);
+  return run_node(std::move(*opts));
+}
