@@ -1,0 +1,230 @@
+// Linux-only watcher tests: forced inotify overflow (inotify and libuv) and the factory's
+// fallback to polling when inotify watches run out.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "support.hpp"
+
+namespace raftsync::watch::test {
+namespace {
+
+// A sink that blocks inside its first call until released, so the backend stops reading and
+// the kernel's inotify queue (fs.inotify.max_queued_events, 16384 by default) overflows.
+class gate {
+ public:
+  event_sink wrap(event_sink inner) {
+    return [this, inner = std::move(inner)](std::vector<fs_event> batch) {
+      {
+        std::unique_lock lock(mutex_);
+        entered_ = true;
+        changed_.notify_all();
+        changed_.wait(lock, [this] { return open_; });
+      }
+      inner(std::move(batch));
+    };
+  }
+  bool wait_entered(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [this] { return entered_; });
+  }
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_ = true;
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool entered_ = false;
+  bool open_ = false;
+};
+
+bool has_rescan(const std::vector<fs_event>& events) {
+  return std::any_of(events.begin(), events.end(),
+                     [](const fs_event& e) { return e.effect == fs_effect::rescan_required; });
+}
+
+// Writes `value` to a /proc/sys file, returning the old value (empty if it is not writable).
+std::string swap_sysctl(const char* file, const std::string& value) {
+  std::string old;
+  {
+    std::ifstream in(file);
+    if (!(in >> old)) return {};
+  }
+  std::ofstream out(file);
+  out << value;
+  out.flush();
+  if (!out) return {};
+  return old;
+}
+
+void burst(const fs::path& dir, int files) {
+  fs::create_directories(dir);
+  for (int i = 0; i < files; ++i)
+    write_file(dir / ("f" + std::to_string(i)), std::to_string(i));
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a stalled reader overflows the inotify queue; the burst ends in a rescan and nothing "
+    "is lost",
+    "[watch][overflow]") {
+  const backend which = GENERATE(backend::inotify, backend::libuv);
+  DYNAMIC_SECTION(to_string(which)) {
+    temp_folder folder;
+    watch_options options = contract_options();
+    auto made = make_watcher(which, options);
+    REQUIRE(made.has_value());
+    collector events;
+    gate stall;
+    // Directories watched from the start: files created in them while the reader stalls queue
+    // inotify events (files in directories created meanwhile would have no watch yet).
+    for (int d = 0; d < 10; ++d)
+      fs::create_directories(folder / ("d" + std::to_string(d)));
+    REQUIRE(!made.value()->start(folder.path(), stall.wrap(events.sink())));
+    consumer_model model(folder.path(), options.ignore);
+    write_file(folder / "trigger", "t");
+    REQUIRE(stall.wait_entered(10s));
+    // 3 events per file (create, modify, close-write): 30,000 > 16,384 queued events.
+    for (int d = 0; d < 10; ++d)
+      burst(folder / ("d" + std::to_string(d)), 1000);
+    stall.open();
+    const bool converged = model.converge(events, 60s);
+    INFO(model.difference());
+    CHECK(converged);
+    made.value()->stop();
+    events.close();
+    if (which == backend::inotify) {
+      // inotify reports the overflow itself; libuv swallows it and relies on its safety rescan
+      // (which reports the missed entries as plain creates).
+      CHECK(has_rescan(events.all()));
+    }
+  }
+}
+
+TEST_CASE("a tiny inotify queue overflows; the burst ends in a rescan and nothing is lost",
+          "[watch][overflow]") {
+  const backend which = GENERATE(backend::inotify, backend::libuv);
+  DYNAMIC_SECTION(to_string(which)) {
+    temp_folder folder;
+    watch_options options = contract_options();
+    auto made = make_watcher(which, options);
+    REQUIRE(made.has_value());
+    collector events;
+    // The limit is read when the inotify instance is created (inside start()): lower it for
+    // that moment only, so other processes on the machine are not affected.
+    fs::create_directories(folder / "burst");
+    const char* limit_file = "/proc/sys/fs/inotify/max_queued_events";
+    const std::string old_limit = swap_sysctl(limit_file, "16");
+    if (old_limit.empty()) {
+      WARN("cannot lower " << limit_file << " (not root?): covered by the stalled-reader test");
+      return;
+    }
+    const std::error_code started = made.value()->start(folder.path(), events.sink());
+    swap_sysctl(limit_file, old_limit);
+    REQUIRE(!started);
+    consumer_model model(folder.path(), options.ignore);
+    burst(folder / "burst", 500);
+    const bool converged = model.converge(events, 30s);
+    INFO(model.difference());
+    CHECK(converged);
+    made.value()->stop();
+    events.close();
+    if (which == backend::inotify) CHECK(has_rescan(events.all()));
+  }
+}
+
+namespace {
+// Runs `body` in a child process inside a new user namespace whose inotify watch limit is
+// `max_watches` (a per-user-namespace limit: /proc/sys/user/max_inotify_watches), so the host's
+// limit is never touched. Returns the child's exit status: 0 = passed, 77 = namespaces
+// unavailable, anything else = the failed check's number.
+int in_limited_namespace(int max_watches, const std::function<int()>& body) {
+  const pid_t child = ::fork();
+  if (child == 0) {
+    if (::unshare(CLONE_NEWUSER) != 0) ::_exit(77);
+    std::ofstream limit("/proc/sys/user/max_inotify_watches");
+    limit << max_watches;
+    limit.close();
+    if (!limit) ::_exit(77);
+    ::_exit(body());
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 100;
+}
+
+bool has_notice(const std::vector<fs_event>& all) {
+  return std::any_of(all.begin(), all.end(), [](const fs_event& e) {
+    return e.effect == fs_effect::error && !e.fatal &&
+           e.detail.find("fell back to polling") != std::string::npos;
+  });
+}
+}  // namespace
+
+TEST_CASE("the automatic backend falls back to polling when inotify watches are exhausted",
+          "[watch][fallback]") {
+  temp_folder folder;
+  SECTION("at start") {
+    for (int i = 0; i < 5; ++i)
+      fs::create_directories(folder / ("dir" + std::to_string(i)));
+    const int status = in_limited_namespace(2, [&]() -> int {
+      // The native backend alone refuses to start, with ENOSPC.
+      auto native = make_watcher(backend::inotify, contract_options());
+      collector ignored;
+      if (native.value()->start(folder.path(), ignored.sink()) !=
+          std::error_code(ENOSPC, std::system_category())) {
+        return 1;
+      }
+      auto made = make_watcher(backend::automatic, contract_options());
+      collector events;
+      if (made.value()->start(folder.path(), events.sink())) return 2;
+      if (made.value()->backend_name() != "polling") return 3;
+      if (!events.wait_until(has_notice, 10s)) return 4;
+      consumer_model model(folder.path(), contract_options().ignore);
+      write_file(folder / "dir3/new.txt", "n");
+      if (!model.converge(events, 10s)) return 5;
+      made.value()->stop();
+      return 0;
+    });
+    if (status == 77) WARN("user namespaces unavailable: fallback test skipped");
+    CHECK((status == 0 || status == 77));
+    INFO("child status " << status);
+  }
+  SECTION("while running") {
+    const int status = in_limited_namespace(3, [&]() -> int {
+      auto made = make_watcher(backend::automatic, contract_options());
+      collector events;
+      if (made.value()->start(folder.path(), events.sink())) return 1;
+      if (made.value()->backend_name() != "inotify") return 2;
+      consumer_model model(folder.path(), contract_options().ignore);
+      // More directories than watches: inotify reports ENOSPC, the factory switches.
+      for (int i = 0; i < 5; ++i) {
+        fs::create_directories(folder / ("dir" + std::to_string(i)));
+        write_file(folder / ("dir" + std::to_string(i)) / "f.txt", "f");
+      }
+      if (!events.wait_until(has_notice, 10s)) return 3;
+      if (made.value()->backend_name() != "polling") return 4;
+      if (!model.converge(events, 10s)) return 5;
+      write_file(folder / "dir4/after.txt", "polling reports this");
+      if (!model.converge(events, 10s)) return 6;
+      if (!has_rescan(events.all())) return 7;
+      made.value()->stop();
+      return 0;
+    });
+    if (status == 77) WARN("user namespaces unavailable: fallback test skipped");
+    INFO("child status " << status);
+    CHECK((status == 0 || status == 77));
+  }
+}
+
+}  // namespace raftsync::watch::test
