@@ -1,0 +1,89 @@
+// raftsync::folder — folder_io: the one seam for every file access of the apply path, the
+// scanner and folder snapshots. Paths are canonical relative paths (path_rules.hpp) below the
+// root the implementation was opened on; "" names the root itself. Implementations never follow
+// a symlink in any component: a symlinked parent directory is an error (errc::invalid_path),
+// and the leaf is never followed either (lstat semantics, O_NOFOLLOW).
+//
+// Errors: OS-level failures are std::error_code values comparable with std::errc
+// (std::errc::no_such_file_or_directory, ::file_exists, ::directory_not_empty,
+// ::not_a_directory, ::is_a_directory, ::no_space_on_device, ...); escaping the root is
+// errc::invalid_path. Implementations are not thread-safe; one owner at a time.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "raftsync/folder/manifest.hpp"
+#include "raftsync/result.hpp"
+
+namespace raftsync::folder {
+
+struct file_stat {
+  file_kind kind = file_kind::none;
+  std::uint64_t size_bytes = 0;  // regular: content size; symlink: length of the target
+  std::int64_t mtime_ns = 0;     // nanoseconds since the Unix epoch
+  std::uint32_t mode = 0;        // permission bits (& 07777)
+  std::uint64_t inode = 0;
+
+  friend bool operator==(const file_stat&, const file_stat&) = default;
+};
+
+struct dir_entry {
+  std::string name;
+  file_kind kind = file_kind::none;
+};
+
+class folder_io {
+ public:
+  virtual ~folder_io() = default;
+
+  // lstat: std::errc::no_such_file_or_directory when the path does not exist.
+  virtual result<file_stat> lstat(std::string_view path) = 0;
+  // Reads up to max_bytes at offset into `out` (replacing its contents); short only at EOF.
+  virtual std::error_code read(std::string_view path, std::uint64_t offset, std::size_t max_bytes,
+                               std::string& out) = 0;
+  // The atomic replace of contract point 4: write `content` to a temporary file in the same
+  // directory (".raftsync-tmp-*"), set mode and mtime, fsync it, rename it over `path`, fsync the
+  // directory. A reader sees the old or the new bytes, never a mix.
+  virtual std::error_code write_file_atomic(std::string_view path, std::string_view content,
+                                            std::uint32_t mode, std::int64_t mtime_ns) = 0;
+  // Writes `data` at `offset` into `path`, creating it (mode 0600) if missing, never truncating.
+  // For staging objects; not atomic.
+  virtual std::error_code write_at(std::string_view path, std::uint64_t offset,
+                                   std::string_view data) = 0;
+  virtual std::error_code truncate(std::string_view path, std::uint64_t size_bytes) = 0;
+  virtual std::error_code sync_file(std::string_view path) = 0;
+  virtual std::error_code sync_dir(std::string_view path) = 0;
+  virtual std::error_code mkdir(std::string_view path, std::uint32_t mode) = 0;
+  virtual std::error_code rmdir(std::string_view path) = 0;
+  virtual std::error_code unlink(std::string_view path) = 0;  // files and symlinks
+  // POSIX rename: replaces `to` when it is a file or an empty directory.
+  virtual std::error_code rename(std::string_view from, std::string_view to) = 0;
+  virtual std::error_code chmod(std::string_view path, std::uint32_t mode) = 0;
+  virtual std::error_code set_mtime(std::string_view path, std::int64_t mtime_ns) = 0;
+  virtual std::error_code symlink(std::string_view target, std::string_view path) = 0;
+  virtual result<std::string> readlink(std::string_view path) = 0;
+  // Entries of a directory ("" = root), sorted by name, without "." and "..".
+  virtual result<std::vector<dir_entry>> list(std::string_view path) = 0;
+};
+
+// Helpers built on the interface.
+// Hashes the whole regular file (reading chunk_bytes at a time) and its chunks.
+struct file_hashes {
+  digest sha256{};
+  std::vector<digest> chunk_hashes;
+  std::uint64_t size_bytes = 0;
+};
+result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes);
+// Reads a whole file (for files known to be small: state file, small contents).
+result<std::string> read_whole(folder_io& io, std::string_view path,
+                               std::uint64_t max_bytes = std::uint64_t{1} << 31);
+// Removes `path` and everything below it (does not follow symlinks). Missing is success.
+std::error_code remove_all(folder_io& io, std::string_view path);
+// mkdir for every missing ancestor of `path` and `path` itself (mode 0755 for ancestors).
+std::error_code make_dirs(folder_io& io, std::string_view path, std::uint32_t mode);
+
+}  // namespace raftsync::folder

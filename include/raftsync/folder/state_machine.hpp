@@ -1,0 +1,248 @@
+// raftsync::folder — the deterministic replicated state machine of the folder.
+//
+// Every node feeds the committed log entries, in index order, to apply(). Given the same
+// sequence of (index, command) every node reaches the same manifest (replicated fields) and, when
+// no local edit interferes, the same tree. Conflict rules, the apply protocol and the persistence
+// contract are specified in docs/folder.md; the short form:
+//
+//  * write / commit / symlink whose base_version differs from the path's current version, made by
+//    another origin than the one that last changed the path, and whose result differs from the
+//    current content, is stored as a conflict copy "name.conflict-<origin>-<utc>.ext" (utc from
+//    the command's timestamp_ns) — recorded in the manifest, so every node has it.
+//  * a later command of the same origin always supersedes that origin's earlier change (no
+//    conflict with oneself); an earlier one arriving after a later one is `superseded`.
+//  * remove based on an older version is `ignored` (the newer content wins; nothing is lost);
+//    rmdir of a directory that still has committed children is `ignored`.
+//  * before anything overwrites, removes or renames over a working entry, apply checks that the
+//    working entry is still the committed one (size+mtime+inode, then SHA-256). If not, it is a
+//    local edit not yet proposed: it is renamed to a local conflict copy first and reported in
+//    apply_result::preserved; the caller must propose that copy (it is an ordinary new file).
+//
+// Threading: not thread-safe; one owner (the facade's apply loop) calls everything.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "raftsync/folder/command.hpp"
+#include "raftsync/folder/folder_io.hpp"
+#include "raftsync/folder/manifest.hpp"
+#include "raftsync/folder/path_rules.hpp"
+#include "raftsync/result.hpp"
+
+namespace raftsync::folder {
+
+struct state_machine_config {
+  node_id self = 0;  // this node; names local conflict copies, recognises own commands
+  // Chunk size for large files and manifest chunk hashes. MUST be identical on every node of a
+  // cluster (it shapes the replicated manifest); snapshots carry it and refuse a mismatch.
+  std::uint64_t chunk_bytes = 1u << 20;
+  path_rules rules;  // MUST be identical on every node (a refused path is refused everywhere)
+  // The state file, a path inside the `state_io` folder_io (default: state dir inside the root).
+  std::string state_file = ".raftsync/folder-state";
+  // Per-origin dedupe window: sequences more than this far below the origin's highest applied
+  // sequence count as duplicates.
+  std::uint64_t dedupe_window = 4096;
+  std::uint32_t implicit_dir_mode = 0755;  // parents created implicitly by an apply
+  // Largest content of a single write command (a bigger file must be chunked). Defaults to
+  // chunk_bytes when 0.
+  std::uint64_t write_bytes_max = 0;
+
+  // errc::invalid_config with *reason naming the field.
+  std::error_code validate(std::string* reason = nullptr) const;
+};
+
+enum class apply_status : std::uint8_t {
+  applied,     // took effect as proposed
+  conflict,    // took effect as a conflict copy (apply_result::path is the copy)
+  duplicate,   // (origin, sequence) was already applied: no effect
+  superseded,  // a later command of the same origin already changed the path: no effect
+  ignored,     // no effect by the conflict rules (see above); reason says which
+  rejected,    // invalid command (path rules, kinds, chunk data, malformed bytes): no effect
+  failed,      // local I/O error: nothing recorded, applied_index unchanged; see apply()
+};
+const char* to_string(apply_status status) noexcept;
+
+// An entry this apply wrote into the tree, as lstat saw it right after (echo suppression).
+struct written_entry {
+  std::string path;
+  file_stat stat;
+  digest sha256{};  // regular files
+};
+
+// A local edit that was in the way of an apply and was moved aside on THIS node only.
+struct preserved_edit {
+  std::string original_path;  // where the local edit was
+  std::string copy_path;      // where it is now; propose it as a new file so it replicates
+};
+
+struct apply_result {
+  apply_status status = apply_status::applied;
+  std::error_code error;  // rejected: invalid_path / malformed / conflict...; failed: the I/O error
+  std::string reason;     // human-readable for everything but `applied`
+  std::uint64_t index = 0;
+  command_kind kind = command_kind::write;
+  node_id origin = 0;
+  std::uint64_t sequence = 0;
+  bool own = false;       // origin == config.self: this node proposed it
+  std::string path;       // the path that changed (the conflict copy when status == conflict)
+  std::string from_path;  // rename: the source path
+  std::vector<written_entry> written;     // entries written into the tree by this apply
+  std::vector<std::string> removed;       // entries removed from the tree by this apply
+  std::vector<preserved_edit> preserved;  // local edits moved aside (see class comment)
+  // The committed content of `path` could not be built on this node (a chunked commit whose
+  // unchanged chunks were overwritten by a local edit here). The manifest is correct; the tree
+  // is not: the caller must install a folder snapshot (needs_snapshot() stays true until then).
+  bool needs_snapshot = false;
+
+  bool changed_tree() const noexcept {
+    return status == apply_status::applied || status == apply_status::conflict;
+  }
+};
+
+// One chunk staged by an upload.
+struct staged_chunk {
+  digest sha256{};
+  std::uint64_t size_bytes = 0;
+  friend bool operator==(const staged_chunk&, const staged_chunk&) = default;
+};
+
+// An upload in progress (one per origin): chunks staged so far. Replicated state. Its bytes live
+// in the staging file "<root>/.raftsync-tmp-upload-<origin>-<upload_id>" at chunk_index *
+// chunk_bytes.
+struct upload_state {
+  std::uint64_t upload_id = 0;
+  std::map<std::uint64_t, staged_chunk> chunks;  // chunk index → what was staged
+  friend bool operator==(const upload_state&, const upload_state&) = default;
+};
+
+// The replicated state as a value (what snapshots carry).
+struct replicated_state {
+  manifest files;
+  std::map<node_id, std::set<std::uint64_t>> seen;  // dedupe windows
+  std::map<node_id, upload_state> uploads;
+};
+// Decodes encode_replicated_state() bytes (with_local = false) or the state file's body (true).
+// errc::malformed on any inconsistency, errc::invalid_config when chunk_bytes differs.
+result<replicated_state> decode_replicated_state(std::string_view bytes, std::uint64_t chunk_bytes,
+                                                 bool with_local);
+// The staging file name of an upload (at the root of the tree).
+std::string upload_staging_path(node_id origin, std::uint64_t upload_id);
+
+class state_machine {
+ public:
+  // `tree` is rooted at the replicated folder, `state_io` at the folder holding config.state_file
+  // (they may be the same object). Both must outlive the state machine.
+  state_machine(state_machine_config config, folder_io& tree, folder_io& state_io);
+
+  // Loads the state file (absent = a fresh node at index 0), finishes an interrupted snapshot
+  // install (snapshot.hpp), removes stale staging files, starts a new boot epoch for
+  // next_sequence() and persists. Call once before anything else.
+  std::error_code open();
+
+  // Applies the committed entry at `index` (index == applied_index() + 1, or any index above it
+  // after a gap of non-folder entries that were skip()ped). Decoding errors are `rejected`.
+  // On `failed` (disk error) nothing is recorded and applied_index() is unchanged: retrying the
+  // same (index, entry) later is safe; the facade should halt the node if it keeps failing.
+  // Re-applying an index the tree already reflects (a crash after the apply, before persist())
+  // is recognised and recorded without duplicating anything.
+  apply_result apply(std::uint64_t index, std::string_view entry_data);
+  apply_result apply(std::uint64_t index, const command& value);
+  // Records `index` as applied without a folder command (Raft no-op, membership change).
+  void skip(std::uint64_t index);
+
+  // Writes the state file atomically (temp + fsync + rename + fsync dir) if anything changed since
+  // the last persist. Call after each batch of applies and BEFORE reporting the batch's applied
+  // index to Raft's storage/compaction: on restart Raft must replay every entry above
+  // persisted_index().
+  std::error_code persist();
+
+  std::uint64_t applied_index() const noexcept { return applied_index_; }
+  std::uint64_t persisted_index() const noexcept { return persisted_index_; }
+  const manifest& committed() const noexcept { return manifest_; }
+  const std::map<node_id, upload_state>& uploads() const noexcept { return uploads_; }
+  const state_machine_config& config() const noexcept { return config_; }
+  folder_io& tree() noexcept { return tree_; }
+  bool needs_snapshot() const noexcept { return needs_snapshot_; }
+
+  // --- proposer side ---
+  // A fresh per-origin sequence number for a command this node proposes: (boot epoch << 32) |
+  // counter, so a restarted node never reuses a number an earlier incarnation proposed.
+  std::uint64_t next_sequence() noexcept;
+  // A fresh upload id for a chunked proposal (same scheme).
+  std::uint64_t next_upload_id() noexcept { return next_sequence(); }
+
+  // Echo suppression: true when `stat` (an lstat of `path` taken after a watcher event) is what
+  // an apply left there — the manifest entry matches kind, size, mtime and inode — or when the path
+  // is absent both on disk (stat.kind == none) and in the manifest. A watcher event for which this
+  // holds must not be proposed. Internal paths are always echoes.
+  bool is_echo(std::string_view path, const file_stat& stat) const;
+  // After a full check proved the working entry equals the committed one (e.g. the content hash
+  // matched), remember its inode and mtime so the cheap check matches next time. Local only.
+  void note_unchanged(std::string_view path, const file_stat& stat);
+
+  // --- snapshots (snapshot.hpp) ---
+  // The replicated state (manifest without local fields, dedupe windows, uploads), identical on
+  // every node at the same applied index.
+  std::string encode_replicated_state() const;
+  // Replaces the whole state with a snapshot's (the tree must already hold the snapshot's files);
+  // local fields are refreshed by lstat of the tree. Persists.
+  std::error_code install_replicated_state(std::uint64_t index, std::string_view bytes);
+
+ private:
+  struct disk_check;
+  apply_result apply_command(std::uint64_t index, const command& c);
+  apply_result do_write(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_chunk(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_commit(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_remove(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_rename(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_mkdir(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_rmdir(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_set_mode(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_set_mtime(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_symlink(std::uint64_t index, const command& c, apply_result r);
+
+  // Replicated-state helpers (pure functions of the manifest).
+  std::error_code check_parents(std::string_view path, std::string* reason) const;
+  std::string unique_conflict_name(std::string_view path, node_id node, std::int64_t utc_ns) const;
+  bool is_conflict(const command& c, const manifest_entry* current, bool same_result) const;
+
+  // Local disk helpers.
+  std::error_code ensure_parents(std::uint64_t index, const command& c, std::string_view path,
+                                 apply_result& r);
+  // Makes `path` safe to replace: if the working entry is not the committed one (a local edit)
+  // it is moved to a local conflict copy and reported. Sets *already when the working entry
+  // already has `wanted` content (replay or own write).
+  std::error_code clear_way(std::string_view path, const digest* wanted, bool own, apply_result& r,
+                            bool* already, bool* keep_local);
+  result<bool> working_matches(std::string_view path, const manifest_entry* entry, file_stat* seen);
+  std::error_code record_written(std::string_view path, manifest_entry& entry, apply_result& r);
+  bool dedupe_seen(node_id origin, std::uint64_t sequence) const;
+  void dedupe_add(node_id origin, std::uint64_t sequence);
+  static std::string staging_path(node_id origin, std::uint64_t upload_id) {
+    return upload_staging_path(origin, upload_id);
+  }
+  void encode_state(std::string& out, bool with_local) const;
+  std::error_code decode_state(std::string_view bytes, bool with_local);
+
+  state_machine_config config_;
+  folder_io& tree_;
+  folder_io& state_io_;
+  manifest manifest_;
+  std::map<node_id, std::set<std::uint64_t>> seen_;  // dedupe: applied sequences per origin
+  std::map<node_id, upload_state> uploads_;
+  // Invariant: persisted_index_ <= applied_index_.
+  std::uint64_t applied_index_ = 0;
+  std::uint64_t persisted_index_ = 0;
+  std::uint64_t boot_epoch_ = 0;
+  std::uint64_t sequence_counter_ = 0;
+  bool needs_snapshot_ = false;
+  bool dirty_ = false;
+};
+
+}  // namespace raftsync::folder

@@ -1,0 +1,62 @@
+#include "raftsync/folder/folder_io.hpp"
+
+#include "raftsync/folder/path_rules.hpp"
+
+namespace raftsync::folder {
+
+result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes) {
+  file_hashes out;
+  sha256_hasher whole;
+  std::string buffer;
+  for (std::uint64_t offset = 0;; offset += chunk_bytes) {
+    if (auto ec = io.read(path, offset, chunk_bytes, buffer)) return ec;
+    if (buffer.empty()) break;
+    whole.update(buffer);
+    out.chunk_hashes.push_back(sha256(buffer));
+    out.size_bytes += buffer.size();
+    if (buffer.size() < chunk_bytes) break;
+  }
+  out.sha256 = whole.finish();
+  return out;
+}
+
+result<std::string> read_whole(folder_io& io, std::string_view path, std::uint64_t max_bytes) {
+  auto st = io.lstat(path);
+  if (!st) return st.error();
+  if (st->kind != file_kind::regular) return std::make_error_code(std::errc::invalid_argument);
+  if (st->size_bytes > max_bytes) return errc::too_large;
+  std::string out;
+  if (auto ec = io.read(path, 0, st->size_bytes, out)) return ec;
+  return out;
+}
+
+std::error_code remove_all(folder_io& io, std::string_view path) {
+  auto st = io.lstat(path);
+  if (!st) {
+    if (st.error() == std::errc::no_such_file_or_directory) return {};
+    return st.error();
+  }
+  if (st->kind != file_kind::directory) return io.unlink(path);
+  auto children = io.list(path);
+  if (!children) return children.error();
+  for (const auto& child : *children)
+    if (auto ec = remove_all(io, join_path(path, child.name))) return ec;
+  if (path.empty()) return {};
+  return io.rmdir(path);
+}
+
+std::error_code make_dirs(folder_io& io, std::string_view path, std::uint32_t mode) {
+  if (path.empty()) return {};
+  auto st = io.lstat(path);
+  if (st) {
+    if (st->kind == file_kind::directory) return {};
+    return std::make_error_code(std::errc::not_a_directory);
+  }
+  if (st.error() != std::errc::no_such_file_or_directory) return st.error();
+  if (auto ec = make_dirs(io, parent_path(path), 0755)) return ec;
+  auto ec = io.mkdir(path, mode);
+  if (ec == std::errc::file_exists) return {};
+  return ec;
+}
+
+}  // namespace raftsync::folder

@@ -1,0 +1,1164 @@
+#include "raftsync/folder/state_machine.hpp"
+
+#include <algorithm>
+#include <optional>
+#include <unordered_map>
+
+#include "byte_codec.hpp"
+#include "raftsync/assert.hpp"
+#include "raftsync/folder/snapshot.hpp"
+
+namespace raftsync::folder {
+namespace {
+
+constexpr std::uint32_t state_magic = 0x53465352;  // "RSFS"
+constexpr std::uint8_t state_format_version = 1;
+constexpr std::string_view upload_prefix = ".raftsync-tmp-upload-";
+
+bool is_missing(const std::error_code& ec) {
+  return ec == std::errc::no_such_file_or_directory;
+}
+
+apply_result make_status(apply_result r, apply_status status, std::error_code error,
+                         std::string reason) {
+  r.status = status;
+  r.error = error;
+  r.reason = std::move(reason);
+  return r;
+}
+
+apply_result rejected(apply_result r, errc code, std::string reason) {
+  return make_status(std::move(r), apply_status::rejected, make_error_code(code),
+                     std::move(reason));
+}
+
+apply_result ignored(apply_result r, std::string reason) {
+  return make_status(std::move(r), apply_status::ignored, {}, std::move(reason));
+}
+
+apply_result failed(apply_result r, std::error_code error, std::string what) {
+  return make_status(std::move(r), apply_status::failed, error, what + ": " + error.message());
+}
+
+}  // namespace
+
+const char* to_string(apply_status status) noexcept {
+  switch (status) {
+    case apply_status::applied:
+      return "applied";
+    case apply_status::conflict:
+      return "conflict";
+    case apply_status::duplicate:
+      return "duplicate";
+    case apply_status::superseded:
+      return "superseded";
+    case apply_status::ignored:
+      return "ignored";
+    case apply_status::rejected:
+      return "rejected";
+    case apply_status::failed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+std::error_code state_machine_config::validate(std::string* reason) const {
+  auto bad = [&](const char* text) {
+    if (reason != nullptr) *reason = text;
+    return make_error_code(errc::invalid_config);
+  };
+  if (self == 0) return bad("self: node id 0 is not valid");
+  if (chunk_bytes < 4096 || chunk_bytes > (std::uint64_t{1} << 30))
+    return bad("chunk_bytes: must be within [4 KiB, 1 GiB]");
+  if (state_file.empty()) return bad("state_file: empty");
+  if (dedupe_window == 0) return bad("dedupe_window: must be > 0");
+  if (write_bytes_max > (std::uint64_t{1} << 30)) return bad("write_bytes_max: above 1 GiB");
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The undo log: every manifest/upload mutation of one apply is recorded so that a `failed` apply
+// (local I/O error) leaves the replicated state exactly as it was.
+struct state_machine::disk_check {};
+
+namespace {
+struct undo_log {
+  manifest* target = nullptr;
+  std::vector<std::pair<std::string, std::optional<manifest_entry>>> saved;
+
+  void put(std::string path, manifest_entry entry) {
+    remember(path);
+    target->put(std::move(path), std::move(entry));
+  }
+  void erase(const std::string& path) {
+    remember(path);
+    target->erase(path);
+  }
+  void remember(const std::string& path) {
+    const manifest_entry* old = target->find(path);
+    saved.emplace_back(path, old != nullptr ? std::optional<manifest_entry>(*old) : std::nullopt);
+  }
+  void roll_back() {
+    for (auto it = saved.rbegin(); it != saved.rend(); ++it) {
+      if (it->second)
+        target->put(it->first, *it->second);
+      else
+        target->erase(it->first);
+    }
+    saved.clear();
+  }
+};
+thread_local undo_log* current_undo = nullptr;
+
+void txn_put(manifest& m, std::string path, manifest_entry entry) {
+  if (current_undo != nullptr)
+    current_undo->put(std::move(path), std::move(entry));
+  else
+    m.put(std::move(path), std::move(entry));
+}
+void txn_erase(manifest& m, const std::string& path) {
+  if (current_undo != nullptr)
+    current_undo->erase(path);
+  else
+    m.erase(path);
+}
+}  // namespace
+
+state_machine::state_machine(state_machine_config config, folder_io& tree, folder_io& state_io)
+    : config_(std::move(config)), tree_(tree), state_io_(state_io) {
+  if (config_.write_bytes_max == 0) config_.write_bytes_max = config_.chunk_bytes;
+}
+
+// --------------------------------------------------------------------------------- persistence
+
+void state_machine::encode_state(std::string& out, bool with_local) const {
+  detail::byte_writer w(out);
+  w.u64(config_.chunk_bytes);
+  std::string m;
+  manifest_.encode(m, with_local);
+  w.blob(m);
+  w.u64(seen_.size());
+  for (const auto& [origin, sequences] : seen_) {
+    w.u64(origin);
+    w.u64(sequences.size());
+    for (auto s : sequences)
+      w.u64(s);
+  }
+  w.u64(uploads_.size());
+  for (const auto& [origin, up] : uploads_) {
+    w.u64(origin);
+    w.u64(up.upload_id);
+    w.u64(up.chunks.size());
+    for (const auto& [index, chunk] : up.chunks) {
+      w.u64(index);
+      w.raw(chunk.sha256.data(), chunk.sha256.size());
+      w.u64(chunk.size_bytes);
+    }
+  }
+}
+
+result<replicated_state> decode_replicated_state(std::string_view bytes, std::uint64_t chunk_bytes,
+                                                 bool with_local) {
+  detail::byte_reader r(bytes);
+  std::uint64_t encoded_chunk_bytes = r.u64();
+  std::string m = r.blob(bytes.size());
+  if (!r.ok()) return errc::malformed;
+  if (encoded_chunk_bytes != chunk_bytes) return errc::invalid_config;
+  auto decoded = manifest::decode(m, with_local);
+  if (!decoded) return decoded.error();
+  replicated_state out;
+  out.files = std::move(*decoded);
+  std::uint64_t origins = r.u64();
+  if (!r.ok() || origins > r.remaining() / 16) return errc::malformed;
+  for (std::uint64_t i = 0; i < origins; ++i) {
+    node_id origin = r.u64();
+    std::uint64_t count = r.u64();
+    if (!r.ok() || count > r.remaining() / 8) return errc::malformed;
+    auto& set = out.seen[origin];
+    for (std::uint64_t k = 0; k < count; ++k)
+      set.insert(r.u64());
+  }
+  std::uint64_t count = r.u64();
+  if (!r.ok() || count > r.remaining() / 24) return errc::malformed;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    node_id origin = r.u64();
+    upload_state up;
+    up.upload_id = r.u64();
+    std::uint64_t chunks = r.u64();
+    if (!r.ok() || chunks > r.remaining() / 48) return errc::malformed;
+    for (std::uint64_t k = 0; k < chunks; ++k) {
+      std::uint64_t index = r.u64();
+      staged_chunk sc;
+      r.raw(sc.sha256);
+      sc.size_bytes = r.u64();
+      if (sc.size_bytes == 0 || sc.size_bytes > chunk_bytes || index >= (std::uint64_t{1} << 24))
+        return errc::malformed;
+      up.chunks[index] = sc;
+    }
+    out.uploads[origin] = std::move(up);
+  }
+  if (!r.done()) return errc::malformed;
+  return out;
+}
+
+std::error_code state_machine::decode_state(std::string_view bytes, bool with_local) {
+  auto decoded = decode_replicated_state(bytes, config_.chunk_bytes, with_local);
+  if (!decoded) return decoded.error();
+  manifest_ = std::move(decoded->files);
+  seen_ = std::move(decoded->seen);
+  uploads_ = std::move(decoded->uploads);
+  return {};
+}
+
+std::string upload_staging_path(node_id origin, std::uint64_t upload_id) {
+  return std::string(upload_prefix) + std::to_string(origin) + "-" + std::to_string(upload_id);
+}
+
+std::error_code state_machine::open() {
+  if (auto ec = config_.validate()) return ec;
+  auto bytes = read_whole(state_io_, config_.state_file);
+  if (bytes) {
+    std::string_view all = *bytes;
+    if (all.size() < 32) return make_error_code(errc::corrupt);
+    std::string_view body = all.substr(0, all.size() - 32);
+    digest expected{};
+    std::copy(all.end() - 32, all.end(), expected.begin());
+    if (sha256(body) != expected) return make_error_code(errc::corrupt);
+    detail::byte_reader r(body);
+    if (r.u32() != state_magic) return make_error_code(errc::corrupt);
+    std::uint8_t version = r.u8();
+    if (!r.ok() || version != state_format_version)
+      return make_error_code(errc::unsupported_version);
+    applied_index_ = r.u64();
+    boot_epoch_ = r.u64();
+    needs_snapshot_ = r.u8() != 0;
+    std::string state = r.blob(body.size());
+    if (!r.done()) return make_error_code(errc::corrupt);
+    if (auto ec = decode_state(state, true)) return ec;
+    persisted_index_ = applied_index_;
+  } else if (!is_missing(bytes.error())) {
+    return bytes.error();
+  }
+  if (auto ec = finish_interrupted_install(*this)) return ec;
+  // Staging files of uploads that no longer exist, and temporaries of an interrupted atomic
+  // write at the root (a crash between create and rename), are garbage.
+  auto root = tree_.list("");
+  if (!root) return root.error();
+  for (const auto& e : *root) {
+    if (e.kind != file_kind::regular) continue;
+    std::string_view name = e.name;
+    if (name.substr(0, temp_name_prefix.size()) != temp_name_prefix) continue;
+    bool live = false;
+    for (const auto& [origin, up] : uploads_)
+      if (name == staging_path(origin, up.upload_id)) live = true;
+    if (!live) {
+      if (auto ec = tree_.unlink(name); ec && !is_missing(ec)) return ec;
+    }
+  }
+  ++boot_epoch_;
+  RAFTSYNC_ASSERT(boot_epoch_ < (std::uint64_t{1} << 31), "boot epoch overflow");
+  sequence_counter_ = 0;
+  dirty_ = true;
+  return persist();
+}
+
+std::error_code state_machine::persist() {
+  if (!dirty_) return {};
+  // Staged chunks must be durable before a state file that says they were received.
+  for (const auto& [origin, up] : uploads_) {
+    auto ec = tree_.sync_file(staging_path(origin, up.upload_id));
+    if (ec && !is_missing(ec)) return ec;
+  }
+  std::string body;
+  detail::byte_writer w(body);
+  w.u32(state_magic);
+  w.u8(state_format_version);
+  w.u64(applied_index_);
+  w.u64(boot_epoch_);
+  w.u8(needs_snapshot_ ? 1 : 0);
+  std::string state;
+  encode_state(state, true);
+  w.blob(state);
+  digest check = sha256(body);
+  w.raw(check.data(), check.size());
+  if (auto ec = make_dirs(state_io_, parent_path(config_.state_file), 0700)) return ec;
+  if (auto ec = state_io_.write_file_atomic(config_.state_file, body, 0600, 0)) return ec;
+  persisted_index_ = applied_index_;
+  dirty_ = false;
+  return {};
+}
+
+std::uint64_t state_machine::next_sequence() noexcept {
+  ++sequence_counter_;
+  RAFTSYNC_ASSERT(sequence_counter_ < (std::uint64_t{1} << 32), "sequence counter overflow");
+  return (boot_epoch_ << 32) | sequence_counter_;
+}
+
+std::string state_machine::encode_replicated_state() const {
+  std::string out;
+  encode_state(out, false);
+  return out;
+}
+
+std::error_code state_machine::install_replicated_state(std::uint64_t index,
+                                                        std::string_view bytes) {
+  manifest old_manifest = manifest_;
+  auto old_seen = seen_;
+  auto old_uploads = uploads_;
+  if (auto ec = decode_state(bytes, false)) {
+    manifest_ = std::move(old_manifest);
+    seen_ = std::move(old_seen);
+    uploads_ = std::move(old_uploads);
+    return ec;
+  }
+  for (auto& [path, entry] : manifest_.entries()) {
+    auto st = tree_.lstat(path);
+    manifest_entry* e = manifest_.find(path);
+    if (st && st->kind == entry.kind) {
+      e->local_inode = st->inode;
+      e->local_mtime_ns = st->mtime_ns;
+    }
+  }
+  applied_index_ = index;
+  needs_snapshot_ = false;
+  dirty_ = true;
+  return persist();
+}
+
+// ------------------------------------------------------------------------------------- echoes
+
+bool state_machine::is_echo(std::string_view path, const file_stat& stat) const {
+  if (is_internal_path(path)) return true;
+  const manifest_entry* e = manifest_.find(path);
+  if (stat.kind == file_kind::none) return e == nullptr;
+  if (e == nullptr || e->kind != stat.kind) return false;
+  switch (stat.kind) {
+    case file_kind::regular:
+      return stat.size_bytes == e->size_bytes && stat.mtime_ns == e->local_mtime_ns &&
+             stat.inode == e->local_inode && stat.mode == e->mode;
+    case file_kind::directory:
+      return stat.mode == e->mode;
+    case file_kind::symlink:
+      return stat.inode == e->local_inode;
+    default:
+      return false;
+  }
+}
+
+void state_machine::note_unchanged(std::string_view path, const file_stat& stat) {
+  manifest_entry* e = manifest_.find(path);
+  if (e == nullptr || e->kind != stat.kind) return;
+  if (e->local_inode == stat.inode && e->local_mtime_ns == stat.mtime_ns) return;
+  e->local_inode = stat.inode;
+  e->local_mtime_ns = stat.mtime_ns;
+  dirty_ = true;
+}
+
+// -------------------------------------------------------------------------------------- dedupe
+
+bool state_machine::dedupe_seen(node_id origin, std::uint64_t sequence) const {
+  auto it = seen_.find(origin);
+  if (it == seen_.end() || it->second.empty()) return false;
+  std::uint64_t high = *it->second.rbegin();
+  if (high > config_.dedupe_window && sequence < high - config_.dedupe_window) return true;
+  return it->second.count(sequence) != 0;
+}
+
+void state_machine::dedupe_add(node_id origin, std::uint64_t sequence) {
+  auto& set = seen_[origin];
+  set.insert(sequence);
+  std::uint64_t high = *set.rbegin();
+  if (high > config_.dedupe_window)
+    set.erase(set.begin(), set.lower_bound(high - config_.dedupe_window));
+}
+
+// --------------------------------------------------------------------------------------- apply
+
+void state_machine::skip(std::uint64_t index) {
+  if (index > applied_index_) {
+    applied_index_ = index;
+    dirty_ = true;
+  }
+}
+
+apply_result state_machine::apply(std::uint64_t index, std::string_view entry_data) {
+  auto decoded = decode_command(
+      entry_data,
+      command_limits{std::max<std::uint64_t>(config_.chunk_bytes, config_.write_bytes_max),
+                     config_.rules.path_bytes_max, std::uint64_t{1} << 24});
+  if (!decoded) {
+    apply_result r;
+    r.index = index;
+    if (index <= applied_index_)
+      return make_status(std::move(r), apply_status::duplicate, {}, "index already applied");
+    applied_index_ = index;
+    dirty_ = true;
+    return make_status(std::move(r), apply_status::rejected, decoded.error(),
+                       "undecodable entry: " + decoded.error().message());
+  }
+  return apply(index, *decoded);
+}
+
+apply_result state_machine::apply(std::uint64_t index, const command& value) {
+  apply_result r;
+  r.index = index;
+  r.kind = value.kind;
+  r.origin = value.origin;
+  r.sequence = value.sequence;
+  r.own = value.origin == config_.self;
+  r.path = value.path;
+  if (index <= applied_index_)
+    return make_status(std::move(r), apply_status::duplicate, {}, "index already applied");
+  undo_log undo;
+  undo.target = &manifest_;
+  current_undo = &undo;
+  auto saved_uploads = uploads_;
+  bool saved_needs_snapshot = needs_snapshot_;
+  r = apply_command(index, value);
+  current_undo = nullptr;
+  if (r.status == apply_status::failed) {
+    undo.roll_back();
+    uploads_ = std::move(saved_uploads);
+    needs_snapshot_ = saved_needs_snapshot;
+    return r;
+  }
+  if (r.status != apply_status::duplicate) dedupe_add(value.origin, value.sequence);
+  applied_index_ = index;
+  dirty_ = true;
+  return r;
+}
+
+apply_result state_machine::apply_command(std::uint64_t index, const command& c) {
+  apply_result r;
+  r.index = index;
+  r.kind = c.kind;
+  r.origin = c.origin;
+  r.sequence = c.sequence;
+  r.own = c.origin == config_.self;
+  r.path = c.path;
+  if (c.origin == 0) return rejected(std::move(r), errc::malformed, "origin 0");
+  if (dedupe_seen(c.origin, c.sequence))
+    return make_status(std::move(r), apply_status::duplicate, {},
+                       "sequence " + std::to_string(c.sequence) + " of node " +
+                           std::to_string(c.origin) + " already applied");
+  std::string why;
+  if (auto ec = validate_path(c.path, config_.rules, &why))
+    return rejected(std::move(r), errc::invalid_path, "path \"" + c.path + "\": " + why);
+  switch (c.kind) {
+    case command_kind::write:
+      return do_write(index, c, std::move(r));
+    case command_kind::chunk:
+      return do_chunk(index, c, std::move(r));
+    case command_kind::commit:
+      return do_commit(index, c, std::move(r));
+    case command_kind::remove:
+      return do_remove(index, c, std::move(r));
+    case command_kind::rename:
+      return do_rename(index, c, std::move(r));
+    case command_kind::mkdir:
+      return do_mkdir(index, c, std::move(r));
+    case command_kind::rmdir:
+      return do_rmdir(index, c, std::move(r));
+    case command_kind::set_mode:
+      return do_set_mode(index, c, std::move(r));
+    case command_kind::set_mtime:
+      return do_set_mtime(index, c, std::move(r));
+    case command_kind::symlink:
+      return do_symlink(index, c, std::move(r));
+  }
+  return rejected(std::move(r), errc::malformed, "unknown command kind");
+}
+
+// ------------------------------------------------------------------- replicated-state helpers
+
+std::error_code state_machine::check_parents(std::string_view path, std::string* reason) const {
+  for (auto p = parent_path(path); !p.empty(); p = parent_path(p)) {
+    const manifest_entry* e = manifest_.find(p);
+    if (e != nullptr && e->kind != file_kind::directory) {
+      if (reason != nullptr)
+        *reason = "parent \"" + std::string(p) + "\" is a " + to_string(e->kind);
+      return make_error_code(errc::conflict);
+    }
+  }
+  return {};
+}
+
+std::string state_machine::unique_conflict_name(std::string_view path, node_id node,
+                                                std::int64_t utc_ns) const {
+  for (unsigned n = 0;; ++n) {
+    std::string name = conflict_copy_name(path, node, utc_ns, n);
+    if (manifest_.find(name) == nullptr && !manifest_.has_children(name)) return name;
+  }
+}
+
+bool state_machine::is_conflict(const command& c, const manifest_entry* current,
+                                bool same_result) const {
+  if (current == nullptr || same_result) return false;
+  if (current->kind == file_kind::directory) return true;
+  return c.base_version != current->version && current->origin != c.origin;
+}
+
+// ------------------------------------------------------------------------- local disk helpers
+
+result<bool> state_machine::working_matches(std::string_view path, const manifest_entry* entry,
+                                            file_stat* seen) {
+  auto st = tree_.lstat(path);
+  if (!st) {
+    if (!is_missing(st.error())) return st.error();
+    if (seen != nullptr) *seen = file_stat{};
+    return entry == nullptr;
+  }
+  if (seen != nullptr) *seen = *st;
+  if (entry == nullptr || entry->kind != st->kind) return false;
+  switch (st->kind) {
+    case file_kind::directory:
+      return true;
+    case file_kind::symlink: {
+      auto target = tree_.readlink(path);
+      if (!target) return target.error();
+      return *target == entry->symlink_target;
+    }
+    case file_kind::regular: {
+      if (st->size_bytes != entry->size_bytes) return false;
+      if (st->inode == entry->local_inode && st->mtime_ns == entry->local_mtime_ns) return true;
+      auto h = hash_file(tree_, path, config_.chunk_bytes);
+      if (!h) return h.error();
+      if (h->sha256 != entry->sha256) return false;
+      note_unchanged(path, *st);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+std::error_code state_machine::clear_way(std::string_view path, const digest* wanted, bool own,
+                                         apply_result& r, bool* already, bool* keep_local) {
+  *already = false;
+  *keep_local = false;
+  const manifest_entry* cur = manifest_.find(path);
+  auto st = tree_.lstat(path);
+  if (!st) return is_missing(st.error()) ? std::error_code{} : st.error();
+  if (st->kind == file_kind::regular && wanted != nullptr) {
+    bool fast = cur != nullptr && cur->kind == file_kind::regular &&
+                st->size_bytes == cur->size_bytes && st->inode == cur->local_inode &&
+                st->mtime_ns == cur->local_mtime_ns;
+    if (fast) {
+      *already = cur->sha256 == *wanted;
+      return {};
+    }
+    auto h = hash_file(tree_, path, config_.chunk_bytes);
+    if (!h) return h.error();
+    if (h->sha256 == *wanted) {
+      *already = true;  // a replay after a crash, or this node's own write
+      return {};
+    }
+    if (cur != nullptr && cur->kind == file_kind::regular && h->sha256 == cur->sha256) return {};
+  } else {
+    auto matches = working_matches(path, cur, nullptr);
+    if (!matches) return matches.error();
+    if (*matches) return {};
+  }
+  // A local edit (or an untracked local entry) is in the way.
+  if (own) {
+    // This node's own command: the working entry is an even newer local edit that the watcher
+    // will propose; leave it in place.
+    *keep_local = true;
+    return {};
+  }
+  std::string copy;
+  for (unsigned n = 0;; ++n) {
+    copy = conflict_copy_name(path, config_.self, st->mtime_ns, n);
+    if (manifest_.find(copy) != nullptr) continue;
+    auto other = tree_.lstat(copy);
+    if (!other && is_missing(other.error())) break;
+    if (!other) return other.error();
+  }
+  if (auto ec = tree_.rename(path, copy)) return ec;
+  if (auto ec = tree_.sync_dir(parent_path(path))) return ec;
+  r.preserved.push_back({std::string(path), copy});
+  return {};
+}
+
+std::error_code state_machine::ensure_parents(std::uint64_t index, const command& c,
+                                              std::string_view path, apply_result& r) {
+  std::vector<std::string_view> chain;
+  for (auto p = parent_path(path); !p.empty(); p = parent_path(p))
+    chain.push_back(p);
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    std::string dir(*it);
+    const manifest_entry* e = manifest_.find(dir);
+    std::uint32_t mode = e != nullptr ? e->mode : config_.implicit_dir_mode;
+    auto st = tree_.lstat(dir);
+    bool need_mkdir = false;
+    if (!st) {
+      if (!is_missing(st.error())) return st.error();
+      need_mkdir = true;
+    } else if (st->kind != file_kind::directory) {
+      // A local non-directory where the committed tree has (or needs) a directory: keep it.
+      bool already = false;
+      bool keep = false;
+      if (auto ec = clear_way(dir, nullptr, false, r, &already, &keep)) return ec;
+      need_mkdir = true;
+    }
+    if (need_mkdir) {
+      if (auto ec = tree_.mkdir(dir, mode); ec && ec != std::errc::file_exists) return ec;
+      if (auto ec = tree_.sync_dir(parent_path(dir))) return ec;
+    }
+    if (e == nullptr) {
+      manifest_entry d;
+      d.kind = file_kind::directory;
+      d.version = index;
+      d.origin = c.origin;
+      d.sequence = c.sequence;
+      d.mode = mode;
+      auto now = tree_.lstat(dir);
+      if (!now) return now.error();
+      d.local_inode = now->inode;
+      r.written.push_back({dir, *now, {}});
+      txn_put(manifest_, dir, std::move(d));
+    } else if (need_mkdir) {
+      auto now = tree_.lstat(dir);
+      if (!now) return now.error();
+      manifest_entry copy = *e;
+      copy.local_inode = now->inode;
+      txn_put(manifest_, dir, std::move(copy));
+      r.written.push_back({dir, *now, {}});
+    }
+  }
+  return {};
+}
+
+std::error_code state_machine::record_written(std::string_view path, manifest_entry& entry,
+                                              apply_result& r) {
+  auto st = tree_.lstat(path);
+  if (!st) return st.error();
+  entry.local_inode = st->inode;
+  entry.local_mtime_ns = st->mtime_ns;
+  r.written.push_back({std::string(path), *st, entry.sha256});
+  return {};
+}
+
+// ------------------------------------------------------------------------------- the commands
+
+apply_result state_machine::do_write(std::uint64_t index, const command& c, apply_result r) {
+  if (c.content.size() > config_.write_bytes_max)
+    return rejected(std::move(r), errc::too_large, "write content larger than write_bytes_max");
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur != nullptr && cur->origin == c.origin && cur->sequence > c.sequence)
+    return make_status(std::move(r), apply_status::superseded, {},
+                       "a later command of the same origin changed the path");
+  digest h = sha256(c.content);
+  bool same = cur != nullptr && cur->kind == file_kind::regular && cur->sha256 == h;
+  bool conflict = is_conflict(c, cur, same);
+  std::string target = conflict ? unique_conflict_name(c.path, c.origin, c.timestamp_ns) : c.path;
+  std::string why;
+  if (check_parents(target, &why))
+    return rejected(std::move(r), errc::conflict, "cannot create \"" + target + "\": " + why);
+  if (auto ec = ensure_parents(index, c, target, r))
+    return failed(std::move(r), ec, "mkdir parents");
+  manifest_entry e;
+  e.kind = file_kind::regular;
+  e.version = index;
+  e.origin = c.origin;
+  e.sequence = c.sequence;
+  e.size_bytes = c.content.size();
+  e.mode = c.mode & 07777;
+  e.mtime_ns = c.mtime_ns;
+  e.sha256 = h;
+  e.chunk_hashes = chunk_hashes_of(c.content, config_.chunk_bytes);
+  bool already = false;
+  bool keep_local = false;
+  if (auto ec = clear_way(target, &h, r.own, r, &already, &keep_local))
+    return failed(std::move(r), ec, "checking the working file");
+  if (keep_local) {
+    e.local_inode = 0;  // the working file is a newer local edit: never matches cheaply
+  } else {
+    if (!already) {
+      if (auto ec = tree_.write_file_atomic(target, c.content, e.mode, e.mtime_ns))
+        return failed(std::move(r), ec, "writing \"" + target + "\"");
+    } else {
+      auto st = tree_.lstat(target);
+      if (!st) return failed(std::move(r), st.error(), "lstat");
+      if (st->mode != e.mode)
+        if (auto ec = tree_.chmod(target, e.mode)) return failed(std::move(r), ec, "chmod");
+      if (st->mtime_ns != e.mtime_ns)
+        if (auto ec = tree_.set_mtime(target, e.mtime_ns))
+          return failed(std::move(r), ec, "utimens");
+    }
+    if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
+  }
+  txn_put(manifest_, target, std::move(e));
+  r.path = target;
+  if (conflict)
+    return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
+                       "\"" + c.path + "\" changed since version " +
+                           std::to_string(c.base_version) + "; kept as \"" + target + "\"");
+  return r;
+}
+
+apply_result state_machine::do_chunk(std::uint64_t, const command& c, apply_result r) {
+  if (c.content.empty() || c.content.size() > config_.chunk_bytes)
+    return rejected(std::move(r), errc::malformed, "chunk size outside (0, chunk_bytes]");
+  if (c.chunk_index >= (std::uint64_t{1} << 24))
+    return rejected(std::move(r), errc::malformed, "chunk index too large");
+  if (sha256(c.content) != c.sha256)
+    return rejected(std::move(r), errc::corrupt, "chunk bytes do not match their hash");
+  auto it = uploads_.find(c.origin);
+  if (it != uploads_.end() && it->second.upload_id != c.upload_id) {
+    // One open upload per origin: a new one abandons the previous (its proposer gave up on it).
+    auto ec = tree_.unlink(staging_path(c.origin, it->second.upload_id));
+    if (ec && !is_missing(ec)) return failed(std::move(r), ec, "dropping an abandoned upload");
+    uploads_.erase(it);
+    it = uploads_.end();
+  }
+  std::string staging = staging_path(c.origin, c.upload_id);
+  if (auto ec = tree_.write_at(staging, c.chunk_index * config_.chunk_bytes, c.content))
+    return failed(std::move(r), ec, "writing a staged chunk");
+  auto& up = uploads_[c.origin];
+  up.upload_id = c.upload_id;
+  up.chunks[c.chunk_index] = staged_chunk{c.sha256, c.content.size()};
+  return r;
+}
+
+apply_result state_machine::do_commit(std::uint64_t index, const command& c, apply_result r) {
+  auto it = uploads_.find(c.origin);
+  if (it == uploads_.end() || it->second.upload_id != c.upload_id)
+    return rejected(std::move(r), errc::not_found, "commit of an unknown upload");
+  upload_state up = it->second;
+  std::string staging = staging_path(c.origin, c.upload_id);
+  auto drop_upload = [&]() -> std::error_code {
+    uploads_.erase(c.origin);
+    auto ec = tree_.unlink(staging);
+    return ec && !is_missing(ec) ? ec : std::error_code{};
+  };
+  auto reject_and_drop = [&](errc code, std::string reason) {
+    if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping a rejected upload");
+    return rejected(std::move(r), code, std::move(reason));
+  };
+  const std::uint64_t chunk_bytes = config_.chunk_bytes;
+  const std::uint64_t n = chunk_count(c.size_bytes, chunk_bytes);
+  if (c.chunk_hashes.size() != n)
+    return reject_and_drop(errc::malformed, "commit: chunk hash count does not match the size");
+  for (const auto& [i, staged] : up.chunks)
+    if (i >= n || c.chunk_hashes[i] != staged.sha256)
+      return reject_and_drop(errc::corrupt, "commit: a staged chunk does not match the manifest");
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur != nullptr && cur->origin == c.origin && cur->sequence > c.sequence) {
+    if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping a superseded upload");
+    return make_status(std::move(r), apply_status::superseded, {},
+                       "a later command of the same origin changed the path");
+  }
+  // Chunks not staged come from the current committed content (any position with that hash).
+  std::unordered_map<std::string, std::uint64_t> base_index;
+  if (cur != nullptr && cur->kind == file_kind::regular)
+    for (std::uint64_t i = 0; i < cur->chunk_hashes.size(); ++i)
+      base_index.emplace(std::string(cur->chunk_hashes[i].begin(), cur->chunk_hashes[i].end()), i);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> from_base;  // (new index, base index)
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (up.chunks.count(i) != 0) continue;
+    auto b = base_index.find(std::string(c.chunk_hashes[i].begin(), c.chunk_hashes[i].end()));
+    if (b == base_index.end())
+      return reject_and_drop(errc::conflict,
+                             "commit: chunk " + std::to_string(i) +
+                                 " was not sent and the current content does not have it");
+    from_base.emplace_back(i, b->second);
+  }
+  bool same = cur != nullptr && cur->kind == file_kind::regular && cur->sha256 == c.sha256;
+  bool conflict = is_conflict(c, cur, same);
+  std::string target = conflict ? unique_conflict_name(c.path, c.origin, c.timestamp_ns) : c.path;
+  std::string why;
+  if (check_parents(target, &why))
+    return reject_and_drop(errc::conflict, "cannot create \"" + target + "\": " + why);
+  if (auto ec = ensure_parents(index, c, target, r))
+    return failed(std::move(r), ec, "mkdir parents");
+
+  manifest_entry e;
+  e.kind = file_kind::regular;
+  e.version = index;
+  e.origin = c.origin;
+  e.sequence = c.sequence;
+  e.size_bytes = c.size_bytes;
+  e.mode = c.mode & 07777;
+  e.mtime_ns = c.mtime_ns;
+  e.sha256 = c.sha256;
+  e.chunk_hashes = c.chunk_hashes;
+
+  auto staged = tree_.lstat(staging);
+  if (!staged && !is_missing(staged.error())) return failed(std::move(r), staged.error(), "lstat");
+  if (!staged) {
+    // Replay: the staging file was renamed into place before a crash, or lost. The target must
+    // then hold exactly the committed content.
+    auto h = hash_file(tree_, target, chunk_bytes);
+    if (!h && !is_missing(h.error())) return failed(std::move(r), h.error(), "hashing");
+    if (h && h->sha256 == c.sha256) {
+      if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
+    } else {
+      needs_snapshot_ = true;
+      r.needs_snapshot = true;
+      e.local_inode = 0;
+    }
+    uploads_.erase(c.origin);
+    txn_put(manifest_, target, std::move(e));
+    r.path = target;
+    if (conflict)
+      return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
+                         "kept as conflict copy");
+    return r;
+  }
+
+  // Where the base content lives right now: the working file, unless clear_way moves a local
+  // edit of `target` aside (then the base chunks, if still intact, are in the moved copy).
+  std::string source = c.path;
+  bool already = false;
+  bool keep_local = false;
+  std::size_t preserved_before = r.preserved.size();
+  if (auto ec = clear_way(target, &c.sha256, r.own, r, &already, &keep_local))
+    return failed(std::move(r), ec, "checking the working file");
+  if (r.preserved.size() > preserved_before && target == c.path)
+    source = r.preserved.back().copy_path;
+
+  if (keep_local || already) {
+    if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping the staging file");
+    if (keep_local) {
+      e.local_inode = 0;
+    } else {
+      auto st = tree_.lstat(target);
+      if (!st) return failed(std::move(r), st.error(), "lstat");
+      if (st->mode != e.mode)
+        if (auto ec = tree_.chmod(target, e.mode)) return failed(std::move(r), ec, "chmod");
+      if (st->mtime_ns != e.mtime_ns)
+        if (auto ec = tree_.set_mtime(target, e.mtime_ns))
+          return failed(std::move(r), ec, "utimens");
+      if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
+    }
+  } else {
+    std::string buffer;
+    bool intact = true;
+    for (const auto& [i, b] : from_base) {
+      std::uint64_t length =
+          std::min<std::uint64_t>(chunk_bytes, cur->size_bytes - b * chunk_bytes);
+      if (auto ec = tree_.read(source, b * chunk_bytes, length, buffer)) {
+        if (!is_missing(ec)) return failed(std::move(r), ec, "reading base chunks");
+        intact = false;
+        break;
+      }
+      if (buffer.size() != length || sha256(buffer) != c.chunk_hashes[i]) {
+        intact = false;
+        break;
+      }
+      if (auto ec = tree_.write_at(staging, i * chunk_bytes, buffer))
+        return failed(std::move(r), ec, "writing base chunks");
+    }
+    if (!intact) {
+      // The committed bytes of the unchanged chunks are gone on this node (a local edit
+      // overwrote them): the manifest is still updated (it is replicated state), the tree needs
+      // a snapshot.
+      if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping the staging file");
+      needs_snapshot_ = true;
+      r.needs_snapshot = true;
+      e.local_inode = 0;
+    } else {
+      if (auto ec = tree_.truncate(staging, c.size_bytes))
+        return failed(std::move(r), ec, "truncate");
+      if (auto ec = tree_.chmod(staging, e.mode)) return failed(std::move(r), ec, "chmod");
+      if (auto ec = tree_.set_mtime(staging, e.mtime_ns))
+        return failed(std::move(r), ec, "utimens");
+      if (auto ec = tree_.sync_file(staging)) return failed(std::move(r), ec, "fsync");
+      if (auto ec = tree_.rename(staging, target)) return failed(std::move(r), ec, "rename");
+      if (auto ec = tree_.sync_dir(parent_path(target)))
+        return failed(std::move(r), ec, "fsync dir");
+      if (auto ec = tree_.sync_dir("")) return failed(std::move(r), ec, "fsync root");
+      uploads_.erase(c.origin);
+      if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
+    }
+  }
+  txn_put(manifest_, target, std::move(e));
+  r.path = target;
+  if (conflict)
+    return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
+                       "\"" + c.path + "\" changed since version " +
+                           std::to_string(c.base_version) + "; kept as \"" + target + "\"");
+  return r;
+}
+
+apply_result state_machine::do_remove(std::uint64_t, const command& c, apply_result r) {
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur == nullptr) return ignored(std::move(r), "not in the manifest");
+  if (cur->kind == file_kind::directory)
+    return rejected(std::move(r), errc::conflict, "remove of a directory (use rmdir)");
+  if (cur->origin == c.origin && cur->sequence > c.sequence)
+    return make_status(std::move(r), apply_status::superseded, {},
+                       "a later command of the same origin changed the path");
+  if (c.base_version != cur->version && cur->origin != c.origin)
+    return ignored(std::move(r), "changed since version " + std::to_string(c.base_version) +
+                                     " by another node; the newer content wins over the delete");
+  file_stat seen;
+  auto matches = working_matches(c.path, cur, &seen);
+  if (!matches) return failed(std::move(r), matches.error(), "checking the working file");
+  if (seen.kind != file_kind::none) {
+    if (*matches) {
+      if (auto ec = tree_.unlink(c.path); ec && !is_missing(ec))
+        return failed(std::move(r), ec, "unlink");
+      if (auto ec = tree_.sync_dir(parent_path(c.path)))
+        return failed(std::move(r), ec, "fsync dir");
+    } else if (!r.own) {
+      bool already = false;
+      bool keep = false;
+      if (auto ec = clear_way(c.path, nullptr, false, r, &already, &keep))
+        return failed(std::move(r), ec, "preserving a local edit");
+    }
+  }
+  txn_erase(manifest_, c.path);
+  r.removed.push_back(c.path);
+  return r;
+}
+
+apply_result state_machine::do_rename(std::uint64_t index, const command& c, apply_result r) {
+  std::string why;
+  if (auto ec = validate_path(c.target, config_.rules, &why))
+    return rejected(std::move(r), errc::invalid_path, "rename target \"" + c.target + "\": " + why);
+  if (c.target == c.path) return ignored(std::move(r), "rename onto itself");
+  if (is_same_or_below(c.target, c.path))
+    return rejected(std::move(r), errc::invalid_path, "rename into its own subtree");
+  const manifest_entry* src = manifest_.find(c.path);
+  if (src == nullptr) return ignored(std::move(r), "source not in the manifest");
+  if (src->origin == c.origin && src->sequence > c.sequence)
+    return make_status(std::move(r), apply_status::superseded, {},
+                       "a later command of the same origin changed the source");
+  const manifest_entry* dst = manifest_.find(c.target);
+  std::string to = c.target;
+  bool conflict = false;
+  if (dst != nullptr) {
+    bool same = dst->kind == src->kind &&
+                ((src->kind == file_kind::regular && dst->sha256 == src->sha256) ||
+                 (src->kind == file_kind::symlink && dst->symlink_target == src->symlink_target));
+    bool allowed = dst->kind != file_kind::directory &&
+                   (c.target_base_version == dst->version || dst->origin == c.origin || same);
+    if (!allowed) {
+      conflict = true;
+      to = unique_conflict_name(c.target, c.origin, c.timestamp_ns);
+    }
+  }
+  if (check_parents(to, &why))
+    return rejected(std::move(r), errc::conflict, "cannot create \"" + to + "\": " + why);
+  if (auto ec = ensure_parents(index, c, to, r)) return failed(std::move(r), ec, "mkdir parents");
+
+  auto st_from = tree_.lstat(c.path);
+  if (!st_from && !is_missing(st_from.error()))
+    return failed(std::move(r), st_from.error(), "lstat");
+  if (st_from) {
+    // Anything at the destination that is not the committed destination entry is a local edit.
+    const digest* wanted = src->kind == file_kind::regular ? &src->sha256 : nullptr;
+    bool already = false;
+    bool keep = false;
+    if (auto ec = clear_way(to, wanted, false, r, &already, &keep))
+      return failed(std::move(r), ec, "checking the destination");
+    auto st_to = tree_.lstat(to);
+    if (st_to && st_to->kind == file_kind::directory) {
+      auto ec = tree_.rmdir(to);  // an empty committed directory is replaced
+      if (ec) return failed(std::move(r), ec, "rmdir destination");
+    }
+    if (auto ec = tree_.rename(c.path, to)) return failed(std::move(r), ec, "rename");
+    if (auto ec = tree_.sync_dir(parent_path(c.path))) return failed(std::move(r), ec, "fsync dir");
+    if (parent_path(to) != parent_path(c.path))
+      if (auto ec = tree_.sync_dir(parent_path(to))) return failed(std::move(r), ec, "fsync dir");
+  }
+  // (A missing source is either a replay of this rename or a local delete that the scanner
+  // will propose as a delete of the destination.)
+
+  // Move the entry and its subtree in the manifest; every moved entry changed at this index.
+  std::vector<std::string> moved = manifest_.paths_below(c.path);
+  moved.insert(moved.begin(), c.path);
+  if (dst != nullptr && !conflict) {
+    for (const auto& p : manifest_.paths_below(c.target))
+      txn_erase(manifest_, p);
+    txn_erase(manifest_, c.target);
+  }
+  for (const auto& from : moved) {
+    manifest_entry e = *manifest_.find(from);
+    std::string dest = to + from.substr(c.path.size());
+    e.version = index;
+    e.origin = c.origin;
+    e.sequence = c.sequence;
+    txn_erase(manifest_, from);
+    auto st = tree_.lstat(dest);
+    if (st) {
+      e.local_inode = st->inode;
+      e.local_mtime_ns = st->mtime_ns;
+      r.written.push_back({dest, *st, e.sha256});
+    }
+    txn_put(manifest_, dest, std::move(e));
+  }
+  r.from_path = c.path;
+  r.path = to;
+  r.removed.push_back(c.path);
+  if (conflict)
+    return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
+                       "\"" + c.target + "\" changed since version " +
+                           std::to_string(c.target_base_version) + "; renamed to \"" + to + "\"");
+  return r;
+}
+
+apply_result state_machine::do_mkdir(std::uint64_t index, const command& c, apply_result r) {
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur != nullptr && cur->kind != file_kind::directory)
+    return rejected(std::move(r), errc::conflict,
+                    std::string("mkdir where the committed tree has a ") + to_string(cur->kind));
+  std::string why;
+  if (check_parents(c.path, &why))
+    return rejected(std::move(r), errc::conflict, "cannot create \"" + c.path + "\": " + why);
+  if (auto ec = ensure_parents(index, c, c.path, r))
+    return failed(std::move(r), ec, "mkdir parents");
+  std::uint32_t mode = c.mode & 07777;
+  auto st = tree_.lstat(c.path);
+  if (!st && !is_missing(st.error())) return failed(std::move(r), st.error(), "lstat");
+  if (st && st->kind != file_kind::directory) {
+    bool already = false;
+    bool keep = false;
+    if (auto ec = clear_way(c.path, nullptr, false, r, &already, &keep))
+      return failed(std::move(r), ec, "preserving a local entry");
+    st = tree_.lstat(c.path);
+  }
+  if (!st) {
+    if (auto ec = tree_.mkdir(c.path, mode)) return failed(std::move(r), ec, "mkdir");
+    if (auto ec = tree_.sync_dir(parent_path(c.path))) return failed(std::move(r), ec, "fsync dir");
+  } else if (st->mode != mode) {
+    if (auto ec = tree_.chmod(c.path, mode)) return failed(std::move(r), ec, "chmod");
+  }
+  manifest_entry e;
+  if (cur != nullptr)
+    e = *cur;  // an existing directory keeps its version: only the mode changes
+  else {
+    e.kind = file_kind::directory;
+    e.version = index;
+    e.origin = c.origin;
+    e.sequence = c.sequence;
+  }
+  e.mode = mode;
+  if (auto ec = record_written(c.path, e, r)) return failed(std::move(r), ec, "lstat");
+  txn_put(manifest_, c.path, std::move(e));
+  return r;
+}
+
+apply_result state_machine::do_rmdir(std::uint64_t, const command& c, apply_result r) {
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur == nullptr) return ignored(std::move(r), "not in the manifest");
+  if (cur->kind != file_kind::directory)
+    return rejected(std::move(r), errc::conflict, "rmdir of a non-directory");
+  if (manifest_.has_children(c.path))
+    return ignored(std::move(r), "directory still has committed entries");
+  auto ec = tree_.rmdir(c.path);
+  // Not empty on disk: untracked local entries inside, which the watcher will propose (and which
+  // will bring the directory back); not a directory: a local replacement. Both stay.
+  if (ec && !is_missing(ec) && ec != std::errc::directory_not_empty &&
+      ec != std::errc::not_a_directory && ec != std::errc::file_exists)
+    return failed(std::move(r), ec, "rmdir");
+  if (!ec)
+    if (auto e2 = tree_.sync_dir(parent_path(c.path))) return failed(std::move(r), e2, "fsync dir");
+  txn_erase(manifest_, c.path);
+  r.removed.push_back(c.path);
+  return r;
+}
+
+// Metadata changes (mode, mtime) are last-writer-wins in log order and do not change an entry's
+// version: a concurrent content change based on the same version is not a conflict with them.
+apply_result state_machine::do_set_mode(std::uint64_t, const command& c, apply_result r) {
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur == nullptr) return ignored(std::move(r), "not in the manifest");
+  if (cur->kind == file_kind::symlink) return ignored(std::move(r), "symlinks have no mode");
+  manifest_entry e = *cur;
+  e.mode = c.mode & 07777;
+  auto matches = working_matches(c.path, cur, nullptr);
+  if (!matches) return failed(std::move(r), matches.error(), "checking the working file");
+  if (*matches) {
+    if (auto ec = tree_.chmod(c.path, e.mode)) return failed(std::move(r), ec, "chmod");
+    if (auto ec = record_written(c.path, e, r)) return failed(std::move(r), ec, "lstat");
+  }
+  txn_put(manifest_, c.path, std::move(e));
+  return r;
+}
+
+apply_result state_machine::do_set_mtime(std::uint64_t, const command& c, apply_result r) {
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur == nullptr) return ignored(std::move(r), "not in the manifest");
+  if (cur->kind != file_kind::regular) return ignored(std::move(r), "mtime is kept for files only");
+  manifest_entry e = *cur;
+  e.mtime_ns = c.mtime_ns;
+  auto matches = working_matches(c.path, cur, nullptr);
+  if (!matches) return failed(std::move(r), matches.error(), "checking the working file");
+  if (*matches) {
+    if (auto ec = tree_.set_mtime(c.path, e.mtime_ns)) return failed(std::move(r), ec, "utimens");
+    if (auto ec = record_written(c.path, e, r)) return failed(std::move(r), ec, "lstat");
+  }
+  txn_put(manifest_, c.path, std::move(e));
+  return r;
+}
+
+apply_result state_machine::do_symlink(std::uint64_t index, const command& c, apply_result r) {
+  if (c.target.empty() || c.target.find('\0') != std::string::npos ||
+      c.target.size() > config_.rules.path_bytes_max)
+    return rejected(std::move(r), errc::invalid_path, "symlink target empty, too long or with NUL");
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur != nullptr && cur->origin == c.origin && cur->sequence > c.sequence)
+    return make_status(std::move(r), apply_status::superseded, {},
+                       "a later command of the same origin changed the path");
+  bool same = cur != nullptr && cur->kind == file_kind::symlink && cur->symlink_target == c.target;
+  bool conflict = is_conflict(c, cur, same);
+  std::string target = conflict ? unique_conflict_name(c.path, c.origin, c.timestamp_ns) : c.path;
+  std::string why;
+  if (check_parents(target, &why))
+    return rejected(std::move(r), errc::conflict, "cannot create \"" + target + "\": " + why);
+  if (auto ec = ensure_parents(index, c, target, r))
+    return failed(std::move(r), ec, "mkdir parents");
+  manifest_entry e;
+  e.kind = file_kind::symlink;
+  e.version = index;
+  e.origin = c.origin;
+  e.sequence = c.sequence;
+  e.size_bytes = c.target.size();
+  e.symlink_target = c.target;
+  auto st = tree_.lstat(target);
+  if (!st && !is_missing(st.error())) return failed(std::move(r), st.error(), "lstat");
+  bool in_place = false;
+  if (st && st->kind == file_kind::symlink) {
+    auto existing = tree_.readlink(target);
+    if (!existing) return failed(std::move(r), existing.error(), "readlink");
+    in_place = *existing == c.target;
+  }
+  bool keep_local = false;
+  if (st && !in_place) {
+    bool already = false;
+    if (auto ec = clear_way(target, nullptr, r.own, r, &already, &keep_local))
+      return failed(std::move(r), ec, "checking the working entry");
+    if (!keep_local) {
+      auto again = tree_.lstat(target);
+      if (again) {
+        if (again->kind == file_kind::directory) {
+          if (auto ec = tree_.rmdir(target)) return failed(std::move(r), ec, "rmdir");
+        } else if (auto ec = tree_.unlink(target)) {
+          return failed(std::move(r), ec, "unlink");
+        }
+      }
+    }
+  }
+  if (keep_local) {
+    e.local_inode = 0;
+  } else {
+    if (!in_place) {
+      if (auto ec = tree_.symlink(c.target, target)) return failed(std::move(r), ec, "symlink");
+      if (auto ec = tree_.sync_dir(parent_path(target)))
+        return failed(std::move(r), ec, "fsync dir");
+    }
+    if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
+  }
+  txn_put(manifest_, target, std::move(e));
+  r.path = target;
+  if (conflict)
+    return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
+                       "\"" + c.path + "\" changed since version " +
+                           std::to_string(c.base_version) + "; kept as \"" + target + "\"");
+  return r;
+}
+
+}  // namespace raftsync::folder
