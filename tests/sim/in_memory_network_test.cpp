@@ -51,7 +51,7 @@ std::vector<std::string> payloads(const std::vector<received>& log) {
 
 }  // namespace
 
-TEST_CASE("a perfect link delivers every message in order with zero delay", "[sim][network]") {
+TEST_CASE("a perfect link delivers every message in order with zero delay", "[sim]") {
   in_memory_network net(1);
   recorder rec(net, {1, 2});
   for (int i = 0; i < 10; ++i)
@@ -67,7 +67,7 @@ TEST_CASE("a perfect link delivers every message in order with zero delay", "[si
   CHECK(net.counters().delivered == 10);
 }
 
-TEST_CASE("the sender's endpoint sets the envelope's from", "[sim][network]") {
+TEST_CASE("the sender's endpoint sets the envelope's from", "[sim]") {
   in_memory_network net(1);
   recorder rec(net, {1, 2});
   net.endpoint(2).send(envelope{99, 1, app_message{1, "x"}});
@@ -76,7 +76,7 @@ TEST_CASE("the sender's endpoint sets the envelope's from", "[sim][network]") {
   CHECK(rec.log[0].from == 2);
 }
 
-TEST_CASE("messages are delivered at their due virtual time and not before", "[sim][network]") {
+TEST_CASE("messages are delivered at their due virtual time and not before", "[sim]") {
   in_memory_network net(3);
   net.set_default_link({.delay_min_us = 100, .delay_max_us = 100});
   recorder rec(net, {1, 2});
@@ -89,7 +89,7 @@ TEST_CASE("messages are delivered at their due virtual time and not before", "[s
   CHECK(rec.log[0].at_us == 100);
 }
 
-TEST_CASE("step advances the clock to the next due message", "[sim][network]") {
+TEST_CASE("step advances the clock to the next due message", "[sim]") {
   in_memory_network net(3);
   net.set_default_link({.delay_min_us = 50, .delay_max_us = 50});
   recorder rec(net, {1, 2});
@@ -100,7 +100,7 @@ TEST_CASE("step advances the clock to the next due message", "[sim][network]") {
   CHECK(rec.log.size() == 1);
 }
 
-TEST_CASE("the same seed gives the same deliveries; another seed differs", "[sim][network]") {
+TEST_CASE("the same seed gives the same deliveries; another seed differs", "[sim]") {
   auto run = [](std::uint64_t seed) {
     in_memory_network net(seed);
     net.set_default_link({.drop_probability = 0.2,
@@ -123,7 +123,7 @@ TEST_CASE("the same seed gives the same deliveries; another seed differs", "[sim
   CHECK(run(42) != run(43));
 }
 
-TEST_CASE("drop probability loses about that share of messages", "[sim][network]") {
+TEST_CASE("drop probability loses about that share of messages", "[sim]") {
   in_memory_network net(5);
   net.set_default_link({.drop_probability = 0.3});
   recorder rec(net, {1, 2});
@@ -136,7 +136,7 @@ TEST_CASE("drop probability loses about that share of messages", "[sim][network]
   CHECK(c.dropped_random < 3300);
 }
 
-TEST_CASE("duplicate probability delivers some messages twice", "[sim][network]") {
+TEST_CASE("duplicate probability delivers some messages twice", "[sim]") {
   in_memory_network net(6);
   net.set_default_link({.duplicate_probability = 0.5});
   recorder rec(net, {1, 2});
@@ -149,8 +149,7 @@ TEST_CASE("duplicate probability delivers some messages twice", "[sim][network]"
   CHECK(c.delivered == 1000 + c.duplicated);
 }
 
-TEST_CASE("a FIFO link with random delays never reorders; a reordering link does",
-          "[sim][network]") {
+TEST_CASE("a FIFO link with random delays never reorders; a reordering link does", "[sim]") {
   for (bool reorder : {false, true}) {
     in_memory_network net(7);
     net.set_default_link({.delay_min_us = 0, .delay_max_us = 500, .reorder = reorder});
@@ -174,7 +173,7 @@ TEST_CASE("a FIFO link with random delays never reorders; a reordering link does
   }
 }
 
-TEST_CASE("per-link settings override the default in one direction only", "[sim][network]") {
+TEST_CASE("per-link settings override the default in one direction only", "[sim]") {
   in_memory_network net(8);
   net.set_link(1, 2, {.drop_probability = 1.0});
   recorder rec(net, {1, 2});
@@ -189,7 +188,7 @@ TEST_CASE("per-link settings override the default in one direction only", "[sim]
 }
 
 TEST_CASE("a partition cuts links between groups, including messages in flight, until healed",
-          "[sim][network]") {
+          "[sim]") {
   in_memory_network net(9);
   net.set_default_link({.delay_min_us = 10, .delay_max_us = 10});
   recorder rec(net, {1, 2, 3});
@@ -209,7 +208,7 @@ TEST_CASE("a partition cuts links between groups, including messages in flight, 
 }
 
 TEST_CASE("isolate cuts one node from all others; unlisted nodes of a partition are alone",
-          "[sim][network]") {
+          "[sim]") {
   in_memory_network net(10);
   recorder rec(net, {1, 2, 3, 4});
   net.isolate(2);
@@ -223,8 +222,7 @@ TEST_CASE("isolate cuts one node from all others; unlisted nodes of a partition 
   CHECK(!net.connected(1, 3));
 }
 
-TEST_CASE("a down node neither sends nor receives and loses what was in flight to it",
-          "[sim][network]") {
+TEST_CASE("a down node neither sends nor receives and loses what was in flight to it", "[sim]") {
   in_memory_network net(11);
   net.set_default_link({.delay_min_us = 5, .delay_max_us = 5});
   recorder rec(net, {1, 2});
@@ -240,7 +238,7 @@ TEST_CASE("a down node neither sends nor receives and loses what was in flight t
   CHECK(payloads(rec.log) == std::vector<std::string>{"up again"});
 }
 
-TEST_CASE("a full link queue drops and counts", "[sim][network]") {
+TEST_CASE("a full link queue drops and counts", "[sim]") {
   in_memory_network net(12);
   net.set_default_link({.delay_min_us = 1, .delay_max_us = 1, .queue_limit = 3});
   recorder rec(net, {1, 2});
@@ -255,7 +253,7 @@ TEST_CASE("a full link queue drops and counts", "[sim][network]") {
 }
 
 TEST_CASE("handlers may send during delivery; zero-delay replies arrive in the same call",
-          "[sim][network]") {
+          "[sim]") {
   in_memory_network net(13);
   int pongs = 0;
   net.endpoint(1).set_receive_handler([&](envelope) { ++pongs; });
@@ -267,7 +265,7 @@ TEST_CASE("handlers may send during delivery; zero-delay replies arrive in the s
   CHECK(pongs == 1);
 }
 
-TEST_CASE("messages to a node without a handler are counted as dropped", "[sim][network]") {
+TEST_CASE("messages to a node without a handler are counted as dropped", "[sim]") {
   in_memory_network net(14);
   net.endpoint(1);
   net.endpoint(1).send(app(5, "nobody"));
@@ -275,7 +273,7 @@ TEST_CASE("messages to a node without a handler are counted as dropped", "[sim][
   CHECK(net.counters().dropped_no_handler == 1);
 }
 
-TEST_CASE("raft messages travel unchanged", "[sim][network]") {
+TEST_CASE("raft messages travel unchanged", "[sim]") {
   in_memory_network net(15);
   raftsync::raft::message m;
   m.type = raftsync::raft::message_type::append;
