@@ -99,6 +99,9 @@ class raft_tcp_node {
     boost::asio::post(context_, std::move(f));
   }
 
+  // The node's io_context (for timers of code that runs on the node's thread).
+  boost::asio::io_context& context() { return context_; }
+
   // Node-thread only.
   raft::raw_node& raw() { return *node_; }
   void schedule_ready() {
