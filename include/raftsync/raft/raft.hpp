@@ -677,7 +677,10 @@ class raft_core {
       return;
     }
     const bool was_paused = pr.is_paused();
-    if (!pr.maybe_update(m.index)) return;
+    // A probe answered at the current match (e.g. an empty append after report_unreachable)
+    // also proves where the follower is: switch to replicate.
+    if (!pr.maybe_update(m.index) && !(pr.match == m.index && pr.state == progress_state::probe))
+      return;
     if (pr.state == progress_state::probe) {
       pr.become_replicate();
     } else if (pr.state == progress_state::snapshot && pr.match + 1 >= log_.first_index()) {
@@ -1038,8 +1041,9 @@ class raft_core {
   // message was stepped). Returns false if it brings nothing new.
   bool restore(const snapshot_metadata& s) {
     if (s.index <= log_.committed()) return false;
-    const bool member = contains(s.conf.voters, id_) || contains(s.conf.learners, id_);
-    if (!member) return false;
+    // Unlike etcd-io/raft, a snapshot whose membership does not include this node is accepted:
+    // a node added after the snapshot was taken is re-added by the log entries that follow it,
+    // and until then it is simply not promotable.
     if (log_.match_term(s.index, s.term)) {
       // We already have the entries: just fast-forward the commit index.
       log_.commit_to(s.index);
