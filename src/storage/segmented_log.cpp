@@ -33,11 +33,12 @@ bool all_zero(const char* p, std::size_t n) {
   return true;
 }
 
-std::string encode_segment_header(std::uint64_t seq) {
+std::string encode_segment_header(std::uint64_t seq, std::uint64_t capacity) {
   std::string h(segment_magic, 8);
   detail::put_u32(h, segment_format_version);
   detail::put_u32(h, static_cast<std::uint32_t>(segment_header_bytes));
   detail::put_u64(h, seq);
+  detail::put_u64(h, capacity);
   detail::put_u32(h, 0);
   detail::put_u32(h, crc32c(h));
   return h;
@@ -222,12 +223,7 @@ std::error_code segmented_log::open(const log_start& start) {
     bool removed = false;
     if (auto ec = recover_segment(seg, last, start, end, removed)) return ec;
     if (removed) break;  // an unfinished last segment was deleted
-    if (last) {
-      write_offset_ = end;
-      auto size = seg.handle->size();
-      if (!size) return size.error();
-      seg.capacity = std::max(options_.segment_size_bytes, *size);
-    }
+    if (last) write_offset_ = end;
     segments_.emplace(seg.seq, std::move(seg));
   }
   if (recovery_.removed_empty_segment && !segments_.empty()) {
@@ -237,9 +233,6 @@ std::error_code segmented_log::open(const log_start& start) {
     if (!handle) return handle.error();
     seg.handle = std::move(*handle);
     write_offset_ = seg_end_;
-    auto size = seg.handle->size();
-    if (!size) return size.error();
-    seg.capacity = std::max(options_.segment_size_bytes, *size);
   }
   for (std::size_t i = 0; i < locations_.size(); ++i) {
     if (locations_[i].segment_seq == 0) {
@@ -276,21 +269,14 @@ std::error_code segmented_log::recover_segment(segment& seg, bool last, const lo
   };
 
   // Segment header.
-  const std::string expected = encode_segment_header(seg.seq);
-  bool header_ok = buf.size() >= segment_header_bytes &&
-                   std::memcmp(buf.data(), expected.data(), segment_header_bytes) == 0;
-  if (!header_ok) {
-    if (buf.size() >= segment_header_bytes && std::memcmp(buf.data(), segment_magic, 8) == 0 &&
-        detail::load_u32(buf.data() + 28) == crc32c(buf.data(), 28)) {
-      if (detail::load_u32(buf.data() + 8) != segment_format_version) {
-        return fail(errc::unsupported_version, seg.path, 8, "unsupported segment format version");
-      }
-      return fail(errc::corrupt, seg.path, 16, "segment header names another sequence number");
-    }
+  const bool header_intact = buf.size() >= segment_header_bytes &&
+                             std::memcmp(buf.data(), segment_magic, 8) == 0 &&
+                             detail::load_u32(buf.data() + 36) == crc32c(buf.data(), 36);
+  if (!header_intact) {
     std::uint64_t found = 0;
     if (last && !valid_record_after(segment_header_bytes, found)) {
-      // The creation of this segment never completed (its header and first record were never
-      // synced): no acknowledged record can be in it. Remove it.
+      // The creation of this segment never completed (its header and first record are synced
+      // together, and nothing valid is in it): no acknowledged record can be in it. Remove it.
       seg.handle.reset();
       if (auto ec = io_.unlink(seg.path)) return ec;
       if (auto ec = io_.sync_dir(dir_)) return ec;
@@ -299,6 +285,23 @@ std::error_code segmented_log::recover_segment(segment& seg, bool last, const lo
       return {};
     }
     return fail(errc::corrupt, seg.path, 0, "segment header damaged");
+  }
+  if (detail::load_u32(buf.data() + 8) != segment_format_version) {
+    return fail(
+        errc::unsupported_version, seg.path, 8,
+        "unsupported segment format version " + std::to_string(detail::load_u32(buf.data() + 8)));
+  }
+  if (detail::load_u32(buf.data() + 12) != segment_header_bytes ||
+      detail::load_u64(buf.data() + 16) != seg.seq) {
+    return fail(errc::corrupt, seg.path, 12, "segment header does not match its file name");
+  }
+  // Segment files keep their preallocated size for life (a torn tail is zeroed, never cut), so a
+  // different size means the file was truncated or extended behind our back.
+  seg.capacity = detail::load_u64(buf.data() + 24);
+  if (seg.capacity != buf.size()) {
+    return fail(errc::corrupt, seg.path, buf.size(),
+                "file size " + std::to_string(buf.size()) + " differs from the preallocated size " +
+                    std::to_string(seg.capacity) + " (truncated?)");
   }
 
   std::uint64_t pos = segment_header_bytes;
@@ -322,8 +325,13 @@ std::error_code segmented_log::recover_segment(segment& seg, bool last, const lo
                     std::string(why) + " (followed by a valid record at offset " +
                         std::to_string(found) + ")");
       }
-      // Torn tail: the last append never completed, so it was never acknowledged. Cut it off.
-      if (auto ec = seg.handle->truncate(pos)) return ec;
+      // Torn tail: the last append never completed, so it was never acknowledged. Zero it (the
+      // file keeps its size), so nothing of it can be read as data later.
+      std::uint64_t garbage_end = buf.size();
+      while (garbage_end > pos && buf[garbage_end - 1] == '\0')
+        --garbage_end;
+      const std::string zeros(garbage_end - pos, '\0');
+      if (auto ec = seg.handle->pwrite(pos, zeros.data(), zeros.size())) return ec;
       if (auto ec = seg.handle->datasync()) return ec;
       recovery_.torn_tail = true;
       recovery_.torn_tail_file = seg.path.string();
@@ -468,7 +476,7 @@ std::error_code segmented_log::roll(std::uint64_t record_bytes, const std::strin
   seg.seq = seq;
   seg.path = dir_ / segment_name(seq);
   seg.capacity = std::max(options_.segment_size_bytes, segment_header_bytes + record_bytes);
-  const std::string bytes = encode_segment_header(seq) + record;
+  const std::string bytes = encode_segment_header(seq, seg.capacity) + record;
   auto failed = [&](std::error_code ec) {
     orphan_ = seg.path;
     tail_dirty_ = true;

@@ -11,8 +11,9 @@
 //
 // Files (in the log directory): seg-<seq as 16 hex digits>.log, seq = 1, 2, ... consecutive.
 // Segment layout (little-endian):
-//   segment header, 32 bytes: "RSYNCLOG" | version u32 (1) | header size u32 (32) | seq u64 |
-//                             reserved u32 (0) | CRC32C of bytes [0, 28) u32
+//   segment header, 40 bytes: "RSYNCLOG" | version u32 (1) | header size u32 (40) | seq u64 |
+//                             capacity u64 (the preallocated file size) | reserved u32 (0) |
+//                             CRC32C of bytes [0, 36) u32
 //   records, each starting at a multiple of 8:
 //     0  magic u32 0x44435352 ("RSCD")
 //     4  CRC32C u32 of bytes [8, 56 + 24 * entry_count) (the header after this field and every
@@ -26,12 +27,13 @@
 //     56 entry headers, 24 bytes each: term u64 | data length u32 | data CRC32C u32 |
 //        type u8 | 7 reserved zero bytes
 //        then the entries' data back to back, then zero padding to a multiple of 8
-//   the rest of the preallocated segment is zero.
+//   the rest of the preallocated segment is zero. A segment file never changes size after its
+//   creation (fallocate to `capacity`), so a file of another size is corrupt.
 //
 // Recovery (open): every record of every segment is checked (header CRC and each entry's data
 // CRC). In the last segment the first bad record is a torn tail — an append that never
-// completed, so never acknowledged — provided no valid record follows it: the file is truncated
-// there. A bad record anywhere else, or one followed by a valid record, is corruption: open fails
+// completed, so never acknowledged — provided no valid record follows it: it is zeroed. A bad
+// record anywhere else, or one followed by a valid record, is corruption: open fails
 // with errc::corrupt and error_message() names the file and offset.
 //
 // Not thread-safe: one thread (the node driver's) at a time.
@@ -54,7 +56,7 @@
 namespace raftsync::storage {
 
 inline constexpr std::uint32_t segment_format_version = 1;
-inline constexpr std::uint64_t segment_header_bytes = 32;
+inline constexpr std::uint64_t segment_header_bytes = 40;
 inline constexpr std::uint64_t record_header_bytes = 56;
 inline constexpr std::uint64_t entry_header_bytes = 24;
 
@@ -154,10 +156,7 @@ class segmented_log {
                                   std::uint64_t& end_offset, bool& removed);
   std::error_code roll(std::uint64_t record_bytes, const std::string& record);
   std::error_code delete_unneeded_segments();
-  void cache_truncate_from(std::uint64_t index);
   void cache_append(const std::vector<raft::entry>& entries);
-  void cache_trim_front();
-  result<raft::entry> read_entry(std::uint64_t index) const;
 
   file_io& io_;
   std::filesystem::path dir_;
