@@ -39,6 +39,7 @@ case "${1:-}" in
   --sanitize-tests)
     asan_dir=$build_dir/asan-tests
     cmake -S "$root" -B "$asan_dir" -DCMAKE_BUILD_TYPE=Debug -DRAFTSYNC_WARNINGS_AS_ERRORS=ON \
+      -DRAFTSYNC_BUILD_EXAMPLES=OFF -DRAFTSYNC_BUILD_BENCHMARKS=OFF \
       -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
     cmake --build "$asan_dir" -j "${JOBS:-2}" \
       --target transport_codec_test transport_tcp_test transport_raft_tcp_test

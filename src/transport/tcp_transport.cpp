@@ -607,7 +607,9 @@ class tcp_transport::impl : public std::enable_shared_from_this<impl> {
     c->timer.expires_after(config_.handshake_timeout);
     c->timer.async_wait(track([this, c, generation](boost::system::error_code ec) {
       if (ec || generation != c->timer_generation) return;
-      if (c->state != conn_state::open && c->state != conn_state::closed)
+      if (c->state == conn_state::connecting)
+        fail(c, "connect timed out", false);  // unreachable, not misbehaving
+      else if (c->state != conn_state::open && c->state != conn_state::closed)
         fail(c, "handshake timed out", true);
     }));
   }
