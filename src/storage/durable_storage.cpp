@@ -83,6 +83,7 @@ std::error_code durable_storage::try_resume() {
     // A failed state write may or may not have replaced the state file: write the current state
     // again so the file on disk matches what we serve.
     stored_state st = state_;
+    st.hard = hard_;  // it gets the newest seq, so it must carry the newest hard state
     st.seq = next_seq_++;
     if (auto ec = hard_state_file::write(io_, dir_, st)) return halt(ec);
     state_ = st;

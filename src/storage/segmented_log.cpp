@@ -273,8 +273,11 @@ std::error_code segmented_log::recover_segment(segment& seg, bool last, const lo
                              std::memcmp(buf.data(), segment_magic, 8) == 0 &&
                              detail::load_u32(buf.data() + 36) == crc32c(buf.data(), 36);
   if (!header_intact) {
+    // A creation that never completed leaves an empty file (crash before fallocate) or a
+    // preallocated one with a partial header; a size in between means a truncated file.
     std::uint64_t found = 0;
-    if (last && !valid_record_after(segment_header_bytes, found)) {
+    if (last && (buf.empty() || buf.size() >= segment_header_bytes) &&
+        !valid_record_after(segment_header_bytes, found)) {
       // The creation of this segment never completed (its header and first record are synced
       // together, and nothing valid is in it): no acknowledged record can be in it. Remove it.
       seg.handle.reset();
