@@ -22,7 +22,7 @@ function(raftsync_add_library name)
   set_target_properties(raftsync_${name} PROPERTIES EXPORT_NAME ${name} POSITION_INDEPENDENT_CODE ON)
   target_link_libraries(raftsync_${name} PUBLIC raftsync_raft ${ARG_PUBLIC_LIBS} PRIVATE ${ARG_PRIVATE_LIBS})
   raftsync_set_warnings(raftsync_${name})
-  set(RAFTSYNC_EXPORTED_TARGETS ${RAFTSYNC_EXPORTED_TARGETS} raftsync_${name} PARENT_SCOPE)
+  set_property(GLOBAL APPEND PROPERTY RAFTSYNC_EXPORTED_TARGETS raftsync_${name})
 endfunction()
 
 # raftsync_add_test(<name> SOURCES ... [LIBS ...] [LABELS ...] [TIMEOUT seconds] [ARGS ...])

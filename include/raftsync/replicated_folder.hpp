@@ -5,7 +5,8 @@
 // the folder state machine, and drives them from one Asio strand:
 //
 //   watcher events ──► read + hash + compare with manifest ──► propose (forwarded if follower)
-//   transport ──► raft step ──► ready: persist (one fdatasync) → send → apply to the folder → advance
+//   transport ──► raft step ──► ready: persist (one fdatasync) → send → apply to the folder →
+//   advance
 //
 // Threading: every public member function may be called from any thread. Callbacks run on the
 // node's strand; they must not block and must not call stop() (post it elsewhere instead).
@@ -18,6 +19,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <vector>
 
@@ -37,24 +39,26 @@ struct peer_address {
 enum class watcher_backend : std::uint8_t { native, inotify, libuv, polling };
 
 struct replicated_folder_config {
-  raft::node_id id = raft::no_node;          // this node; non-zero, unique in the cluster
-  std::filesystem::path root;                // the replicated folder (must exist)
-  std::filesystem::path state_dir;           // default: <root>/.raftsync (never replicated)
-  std::string listen_host = "127.0.0.1";     // address the transport listens on
-  std::uint16_t listen_port = 0;             // 0: pick a free port (see listen_port())
-  std::vector<peer_address> peers;           // every other member (initial voters with this node)
-  std::string cluster_id = "raftsync";       // bound into the authentication handshake
-  std::string secret;                        // cluster secret shared by all nodes (required)
-  bool join_existing = false;                // true: start empty and wait to be added (no bootstrap)
+  raft::node_id id = raft::no_node;       // this node; non-zero, unique in the cluster
+  std::filesystem::path root;             // the replicated folder (must exist)
+  std::filesystem::path state_dir;        // default: <root>/.raftsync (never replicated)
+  std::string listen_host = "127.0.0.1";  // address the transport listens on
+  std::uint16_t listen_port = 0;          // 0: pick a free port (see listen_port())
+  std::vector<peer_address> peers;        // every other member (initial voters with this node)
+  std::string cluster_id = "raftsync";    // bound into the authentication handshake
+  std::string secret;                     // cluster secret shared by all nodes (required)
+  bool join_existing = false;             // true: start empty and wait to be added (no bootstrap)
   watcher_backend watcher = watcher_backend::native;
-  std::vector<std::string> ignore;           // extra ignore patterns (glob on relative paths)
+  std::vector<std::string> ignore;              // extra ignore patterns (glob on relative paths)
   std::chrono::milliseconds tick_interval{10};  // Raft tick; election timeout is 10–20 ticks
   std::uint32_t election_ticks = 10;
   std::uint32_t heartbeat_ticks = 1;
-  std::chrono::milliseconds proposal_retry{1000};   // re-propose a change not applied by then
-  std::uint64_t chunk_bytes = 1 << 20;       // large files travel in chunks of this size
-  std::uint64_t snapshot_entries = 10000;    // take a folder snapshot after this many applies
-  bool fsync = true;                         // false only for benchmarks of the no-fsync shape
+  std::chrono::milliseconds proposal_retry{1000};  // re-propose a change not applied by then
+  std::uint64_t chunk_bytes = 1 << 20;             // large files travel in chunks of this size
+  std::uint64_t snapshot_entries = 10000;          // take a folder snapshot after this many applies
+  // Log sink: level 0 error, 1 warning, 2 info, 3 debug; called on the node's strand, must not
+  // block. Empty: errors and warnings go to stderr.
+  std::function<void(int level, std::string_view message)> log;
 
   // Checks every field; errc::invalid_config with a reason in `why` on failure.
   std::error_code validate(std::string* why = nullptr) const;
@@ -62,12 +66,12 @@ struct replicated_folder_config {
 
 // One change as applied to this node's copy of the folder (committed cluster-wide).
 struct applied_change {
-  std::uint64_t index = 0;        // Raft log index of the command
-  raft::node_id origin = 0;       // the node where the change was made
-  std::string kind;               // "write", "remove", "rename", "mkdir", "rmdir", "chmod", ...
-  std::string path;               // relative path (new path for renames)
-  std::string from_path;          // renames: the old path
-  bool conflict_copy = false;     // the change created a conflict copy
+  std::uint64_t index = 0;     // Raft log index of the command
+  raft::node_id origin = 0;    // the node where the change was made
+  std::string kind;            // "write", "remove", "rename", "mkdir", "rmdir", "chmod", ...
+  std::string path;            // relative path (new path for renames)
+  std::string from_path;       // renames: the old path
+  bool conflict_copy = false;  // the change created a conflict copy
 };
 
 struct peer_progress {
@@ -89,8 +93,9 @@ struct folder_status {
   std::uint64_t last_index = 0;
   std::uint64_t pending_proposals = 0;
   std::vector<peer_progress> peers;  // leader only
-  std::vector<std::string> halted_reasons;  // non-empty: the node cannot make progress (disk full, …)
-  std::uint64_t files = 0;            // entries in the manifest
+  std::vector<std::string>
+      halted_reasons;       // non-empty: the node cannot make progress (disk full, …)
+  std::uint64_t files = 0;  // entries in the manifest
 };
 
 class replicated_folder {

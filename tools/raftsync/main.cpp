@@ -38,7 +38,8 @@ void log_line(int level, const std::string& text) {
   std::time_t seconds = std::chrono::system_clock::to_time_t(now);
   std::tm utc{};
   gmtime_r(&seconds, &utc);
-  fmt::print(stderr, "{:%H:%M:%S}.{:06} {} {}\n", utc, micros.count() % 1000000, names[level], text);
+  fmt::print(stderr, "{:%H:%M:%S}.{:06} {} {}\n", utc, micros.count() % 1000000, names[level],
+             text);
   std::fflush(stderr);
 }
 
@@ -46,9 +47,15 @@ std::string json_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
@@ -112,8 +119,9 @@ class control_server {
       if (ec) return;
       // Flush may block for its timeout: serve each request on its own short-lived thread so the
       // io_context keeps running the node.
-      std::thread([this, s = std::make_shared<local_socket>(std::move(socket))] { serve(*s); })
-          .detach();
+      std::thread([this, s = std::make_shared<local_socket>(std::move(socket))] {
+        serve(*s);
+      }).detach();
       accept();
     });
   }
@@ -182,7 +190,8 @@ bool read_secret(const std::filesystem::path& file, std::string* secret, std::st
   std::ostringstream contents;
   contents << in.rdbuf();
   *secret = contents.str();
-  while (!secret->empty() && (secret->back() == '\n' || secret->back() == '\r')) secret->pop_back();
+  while (!secret->empty() && (secret->back() == '\n' || secret->back() == '\r'))
+    secret->pop_back();
   if (secret->size() < 16) {
     *error = fmt::format("the secret in {} is shorter than 16 bytes", file.string());
     return false;
@@ -218,8 +227,9 @@ int run_node(options opts) {
     fmt::print(stderr, "raftsync: cannot start: {}\n", ec.message());
     return 1;
   }
-  log_line(2, fmt::format("node {} replicating {} (listening on {}:{})", opts.config.id,
-                          opts.config.root.string(), opts.config.listen_host, folder.listen_port()));
+  log_line(2,
+           fmt::format("node {} replicating {} (listening on {}:{})", opts.config.id,
+                       opts.config.root.string(), opts.config.listen_host, folder.listen_port()));
   control_server control(io, opts.config.state_dir / "control.sock", folder);
   if (std::error_code ec = control.start()) {
     log_line(1, fmt::format("control socket unavailable: {}", ec.message()));
@@ -255,11 +265,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   switch (opts->command) {
-    case command_kind::help: std::fputs(usage_text(), stdout); return 0;
-    case command_kind::version: std::printf("raftsync %s\n", RAFTSYNC_VERSION_STRING); return 0;
+    case command_kind::help:
+      std::fputs(usage_text(), stdout);
+      return 0;
+    case command_kind::version:
+      std::printf("raftsync %s\n", RAFTSYNC_VERSION_STRING);
+      return 0;
     case command_kind::status:
-    case command_kind::flush: return run_client(*opts);
-    case command_kind::run: break;
+    case command_kind::flush:
+      return run_client(*opts);
+    case command_kind::run:
+      break;
   }
   static const std::map<std::string, int> levels = {
       {"error", 0}, {"warn", 1}, {"info", 2}, {"debug", 3}};

@@ -1,0 +1,1120 @@
+// raftsync — replicated_folder: the driver that joins watcher, folder state machine, Raft core,
+// durable storage and transport. Everything stateful runs on one strand (see the header).
+#include "raftsync/replicated_folder.hpp"
+
+#include <fmt/format.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "raftsync/folder/command.hpp"
+#include "raftsync/folder/path_rules.hpp"
+#include "raftsync/folder/real_folder_io.hpp"
+#include "raftsync/folder/scanner.hpp"
+#include "raftsync/folder/snapshot.hpp"
+#include "raftsync/folder/state_machine.hpp"
+#include "raftsync/raft/conf_change.hpp"
+#include "raftsync/raft/raw_node.hpp"
+#include "raftsync/storage/durable_storage.hpp"
+#include "raftsync/storage/file_io.hpp"
+#include "raftsync/transport/tcp_transport.hpp"
+#include "raftsync/watch/factory.hpp"
+
+namespace raftsync {
+
+namespace asio = boost::asio;
+using clock_type = std::chrono::steady_clock;
+
+std::error_code replicated_folder_config::validate(std::string* why) const {
+  auto fail = [&](std::string reason) {
+    if (why != nullptr) *why = std::move(reason);
+    return make_error_code(errc::invalid_config);
+  };
+  if (id == raft::no_node) return fail("id must be a positive integer");
+  if (root.empty()) return fail("root (the folder to replicate) is required");
+  if (secret.size() < 16) return fail("secret must be at least 16 bytes");
+  if (cluster_id.empty()) return fail("cluster_id must not be empty");
+  std::set<raft::node_id> ids{id};
+  for (const peer_address& peer : peers) {
+    if (peer.id == raft::no_node) return fail("a peer has id 0");
+    if (!ids.insert(peer.id).second) {
+      return fail(fmt::format("node id {} appears twice (peers and this node)", peer.id));
+    }
+    if (peer.host.empty() || peer.port == 0) {
+      return fail(fmt::format("peer {} needs a host and a non-zero port", peer.id));
+    }
+  }
+  if (tick_interval.count() <= 0) return fail("tick_interval must be positive");
+  if (heartbeat_ticks == 0 || heartbeat_ticks >= election_ticks) {
+    return fail("heartbeat_ticks must be in [1, election_ticks)");
+  }
+  if (proposal_retry.count() <= 0) return fail("proposal_retry must be positive");
+  if (chunk_bytes < 4096 || chunk_bytes > (64u << 20)) {
+    return fail("chunk_bytes must be in [4 KiB, 64 MiB]");
+  }
+  if (snapshot_entries < 16) return fail("snapshot_entries must be at least 16");
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+namespace node_detail {
+
+std::uint64_t cluster_id_hash(std::string_view name) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(name.data(), name.size(), digest, &length, EVP_sha256(), nullptr);
+  std::uint64_t value = 0;
+  for (int i = 0; i < 8; ++i)
+    value = (value << 8) | digest[i];
+  return value == 0 ? 1 : value;
+}
+
+std::int64_t utc_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string role_name(raft::role role) {
+  switch (role) {
+    case raft::role::follower:
+      return "follower";
+    case raft::role::pre_candidate:
+      return "pre-candidate";
+    case raft::role::candidate:
+      return "candidate";
+    case raft::role::leader:
+      return "leader";
+  }
+  return "unknown";
+}
+
+std::string progress_name(raft::progress_state state) {
+  switch (state) {
+    case raft::progress_state::probe:
+      return "probe";
+    case raft::progress_state::replicate:
+      return "replicate";
+    case raft::progress_state::snapshot:
+      return "snapshot";
+  }
+  return "unknown";
+}
+
+}  // namespace node_detail
+}  // namespace raftsync
+
+namespace raftsync {
+
+using node_detail::progress_name;
+using node_detail::role_name;
+using node_detail::utc_now_ns;
+
+// ---------------------------------------------------------------------------------------------
+// impl: owned state. Every member below the "strand-owned" line is touched only on strand_.
+class replicated_folder::impl {
+ public:
+  impl(replicated_folder_config config, std::optional<asio::any_io_executor> executor)
+      : config_(std::move(config)) {
+    if (config_.state_dir.empty()) config_.state_dir = config_.root / ".raftsync";
+    if (executor) {
+      executor_ = *executor;
+    } else {
+      own_io_ = std::make_unique<asio::io_context>(1);
+      executor_ = own_io_->get_executor();
+    }
+    strand_.emplace(asio::make_strand(executor_));
+    tick_timer_.emplace(*strand_);
+    retry_timer_.emplace(*strand_);
+  }
+
+  ~impl() { stop(); }
+
+  std::error_code start();
+  void stop();
+  folder_status status() const;
+  std::uint16_t listen_port() const { return listen_port_.load(); }
+  std::error_code flush(std::chrono::milliseconds timeout, bool all_applied);
+  std::error_code write_file(const std::string& path, std::string_view contents);
+  std::error_code remove(const std::string& path);
+  std::error_code rename(const std::string& from, const std::string& to);
+  std::error_code add_node(const peer_address& peer, bool as_learner);
+  std::error_code remove_node(raft::node_id id);
+  std::error_code transfer_leadership(raft::node_id to);
+
+  // Before start() nothing runs on the strand yet: set directly. After, hand over on the strand.
+  void on_applied(std::function<void(const applied_change&)> callback) {
+    if (!started_) {
+      applied_callback_ = std::move(callback);
+      return;
+    }
+    run_on_strand([&] { applied_callback_ = std::move(callback); });
+  }
+  void on_leader_change(std::function<void(raft::node_id, std::uint64_t)> callback) {
+    if (!started_) {
+      leader_callback_ = std::move(callback);
+      return;
+    }
+    run_on_strand([&] { leader_callback_ = std::move(callback); });
+  }
+
+ private:
+  struct pending_proposal {
+    std::string data;  // encoded folder::command
+    std::string path;  // for flush bookkeeping and logs
+    clock_type::time_point proposed_at;
+    std::uint64_t attempts = 0;
+  };
+  struct flush_waiter {
+    std::uint64_t sequence_max = 0;  // every own command up to this one must be applied
+    std::uint64_t index = 0;         // ... and (all_applied) every member must match this index
+    bool all_applied = false;
+    std::promise<std::error_code> done;
+  };
+
+  // Runs `fn` on the strand and waits for it (fn must not block). From the strand itself it runs
+  // inline. Used by the public API, which may be called from any thread.
+  template <typename Fn>
+  auto run_on_strand(Fn&& fn) -> decltype(fn()) {
+    if (strand_->running_in_this_thread()) return fn();
+    std::packaged_task<decltype(fn())()> task(std::forward<Fn>(fn));
+    auto future = task.get_future();
+    asio::post(*strand_, [&task] { task(); });
+    return future.get();
+  }
+
+  std::error_code open_state();
+  void schedule_tick();
+  void on_tick();
+  void on_retry_timer();
+  void on_envelope(transport::envelope e);
+  void on_watch_batch(std::vector<watch::fs_event> batch);
+  void process_ready();
+  void apply_entries(const std::vector<raft::entry>& entries);
+  void apply_conf_change_entry(const raft::entry& e);
+  void propose_command(folder::command cmd);
+  void propose_pending(pending_proposal& p);
+  void detect_and_propose(const std::vector<std::string>& paths, bool recursive);
+  void detect_renamed(const std::string& from, const std::string& to);
+  void detect_one(const std::string& path, bool scan_new_directories = true);
+  void propose_plan(folder::change_plan plan, bool scan_new_directories);
+  void continue_upload();
+  void drain_apply_queue();
+  void handle_apply_result(const folder::apply_result& r);
+  void schedule_detection();
+  void start_snapshot_stream(raft::message m);
+  void on_app_message(raft::node_id from, const transport::app_message& m);
+  void log(int level, const std::string& text) const;
+  bool wanted(std::string_view path) const;
+  void check_flush_waiters();
+  void report_leader_change();
+  void maybe_snapshot();
+
+  replicated_folder_config config_;
+  std::unique_ptr<asio::io_context> own_io_;
+  std::thread own_thread_;
+  asio::any_io_executor executor_;
+  std::optional<asio::strand<asio::any_io_executor>> strand_;
+  std::optional<asio::steady_timer> tick_timer_;
+  std::optional<asio::steady_timer> retry_timer_;
+  std::atomic<std::uint16_t> listen_port_{0};
+  std::atomic<bool> started_{false};
+  std::atomic<bool> stopped_{false};
+
+  // ---- strand-owned ----
+  std::unique_ptr<storage::real_file_io> file_io_;
+  std::unique_ptr<storage::durable_storage> log_;
+  std::optional<raft::raw_node> node_;
+  std::unique_ptr<transport::tcp_transport> transport_;
+  std::unique_ptr<watch::watcher> watcher_;
+  std::unique_ptr<folder::real_folder_io> tree_io_;
+  std::unique_ptr<folder::real_folder_io> state_io_;
+  std::unique_ptr<folder::state_machine> machine_;
+  raft::conf_state conf_;
+  std::map<std::uint64_t, pending_proposal> pending_;  // own sequence → proposal
+  std::set<std::string> dirty_paths_;                  // waiting for detect_and_propose
+  std::deque<std::unique_ptr<flush_waiter>> flush_waiters_;
+  std::uint64_t last_sequence_ = 0;
+  raft::soft_state soft_;
+  std::uint64_t term_ = 0;
+  std::uint64_t applied_since_snapshot_ = 0;
+  std::vector<std::string> halted_reasons_;
+  std::function<void(const applied_change&)> applied_callback_;
+  std::function<void(raft::node_id, std::uint64_t)> leader_callback_;
+  std::map<raft::node_id, std::string> peer_addresses_;  // for status/logs
+  bool in_ready_loop_ = false;
+  bool detection_scheduled_ = false;
+  std::set<std::string> rescan_roots_;  // subtrees to rescan (watcher overflow)
+  std::vector<std::pair<std::string, std::string>> renames_;  // watcher renames, from → to
+  std::deque<raft::entry> apply_queue_;  // committed, not yet applied (apply failed: retry)
+  std::string apply_error_;              // non-empty while applies fail
+  std::string halted_reasons_watch_;     // a fatal watcher error
+  watch::ignore_rules ignore_;
+  // Large files travel as uploads: one at a time, chunks in a bounded window (continue_upload).
+  std::optional<folder::chunked_upload> upload_;
+  std::set<std::uint64_t> upload_in_flight_;  // own sequences of proposed, unapplied chunks
+  bool upload_commit_next_ = false;           // every chunk proposed; the commit is next
+  std::optional<folder::command> held_commit_;
+  std::deque<folder::chunked_upload> upload_queue_;
+  std::unique_ptr<folder::change_reader> reader_;
+  std::optional<raft::ready> held_ready_;  // taken from the core, not yet persisted (halted)
+  std::string why_;                        // reason of the last validation failure
+};
+
+}  // namespace raftsync
+
+namespace raftsync {
+
+// ---------------------------------------------------------------------------------------------
+// start / stop
+
+std::error_code replicated_folder::impl::start() {
+  std::string why;
+  if (std::error_code ec = config_.validate(&why)) return ec;
+  bool expected = false;
+  if (!started_.compare_exchange_strong(expected, true))
+    return make_error_code(errc::already_exists);
+  std::error_code result;
+  if (own_io_) {
+    // The node's own thread runs the io_context; keep it alive until stop().
+    own_thread_ = std::thread([this] {
+      auto guard = asio::make_work_guard(*own_io_);
+      own_io_->run();
+    });
+  }
+  result = run_on_strand([this] { return open_state(); });
+  if (result) {
+    stop();
+    return result;
+  }
+  return {};
+}
+
+std::error_code replicated_folder::impl::open_state() {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(config_.root, ec)) {
+    return ec ? ec : std::make_error_code(std::errc::not_a_directory);
+  }
+  std::filesystem::create_directories(config_.state_dir, ec);
+  if (ec) return ec;
+
+  // 1. The folder state machine: manifest and applied index.
+  auto tree = folder::real_folder_io::open(config_.root);
+  if (!tree) return tree.error();
+  tree_io_ = std::move(*tree);
+  auto state = folder::real_folder_io::open(config_.state_dir);
+  if (!state) return state.error();
+  state_io_ = std::move(*state);
+  folder::state_machine_config machine_config;
+  machine_config.self = config_.id;
+  machine_config.chunk_bytes = config_.chunk_bytes;
+  machine_config.state_file = "folder-state";
+  if (std::error_code bad = machine_config.validate(&why_)) return bad;
+  machine_ = std::make_unique<folder::state_machine>(machine_config, *tree_io_, *state_io_);
+  if (std::error_code open_error = machine_->open()) return open_error;
+  reader_ = std::make_unique<folder::change_reader>(*machine_, utc_now_ns);
+
+  // 2. The durable Raft log.
+  file_io_ = std::make_unique<storage::real_file_io>();
+  log_ = std::make_unique<storage::durable_storage>(*file_io_, config_.state_dir / "raft");
+  if (std::error_code open_error = log_->open()) {
+    log(0, fmt::format("cannot open the Raft log: {}", log_->error_message()));
+    return open_error;
+  }
+  auto initial = log_->load_initial_state();
+  if (!initial) return initial.error();
+  const bool fresh = initial->hard.empty() && initial->conf.voters.empty() &&
+                     initial->conf.learners.empty() && log_->last_index() == 0;
+  if (fresh && !config_.join_existing) {
+    raft::conf_state voters;
+    voters.voters.push_back(config_.id);
+    for (const peer_address& peer : config_.peers)
+      voters.voters.push_back(peer.id);
+    std::sort(voters.voters.begin(), voters.voters.end());
+    if (std::error_code boot = log_->bootstrap(voters)) return boot;
+    initial = log_->load_initial_state();
+    if (!initial) return initial.error();
+  }
+  conf_ = initial->conf;
+
+  // 3. The Raft core. Entries above the folder's persisted index are replayed by the core.
+  raft::config raft_config;
+  raft_config.id = config_.id;
+  raft_config.election_ticks = config_.election_ticks;
+  raft_config.heartbeat_ticks = config_.heartbeat_ticks;
+  raft_config.applied = std::min(machine_->persisted_index(), initial->hard.commit);
+  raft_config.applied = std::max(raft_config.applied, log_->first_index() - 1);
+  raft_config.random_seed =
+      config_.id * 0x9E3779B97F4A7C15ull ^
+      static_cast<std::uint64_t>(clock_type::now().time_since_epoch().count());
+  raft_config.uncommitted_bytes_max = 256ull << 20;
+  auto node = raft::raw_node::create(raft_config, *log_);
+  if (!node) return node.error();
+  node_.emplace(std::move(*node));
+
+  // 4. The transport.
+  transport::tcp_transport_config transport_config;
+  transport_config.id = config_.id;
+  transport_config.cluster_id = node_detail::cluster_id_hash(config_.cluster_id);
+  transport_config.secret = config_.secret;
+  transport_config.listen_address = config_.listen_host;
+  transport_config.listen_port = config_.listen_port;
+  for (const peer_address& peer : config_.peers) {
+    transport_config.peers[peer.id] = transport::peer_address{peer.host, peer.port};
+    peer_addresses_[peer.id] = fmt::format("{}:{}", peer.host, peer.port);
+  }
+  auto created = transport::tcp_transport::create(executor_, transport_config);
+  if (!created) return created.error();
+  transport_ = std::move(*created);
+  transport_->set_receive_handler([this](transport::envelope e) {
+    asio::post(*strand_, [this, e = std::move(e)]() mutable { on_envelope(std::move(e)); });
+  });
+  if (std::error_code listen_error = transport_->start()) return listen_error;
+  listen_port_ = transport_->listen_port();
+
+  // 5. The watcher, started BEFORE the startup scan so nothing slips between the two.
+  watch::watch_options watch_options;
+  for (const std::string& pattern : config_.ignore)
+    watch_options.ignore.add(pattern);
+  ignore_ = watch_options.ignore;
+  watch::backend backend = watch::backend::automatic;
+  switch (config_.watcher) {
+    case watcher_backend::native:
+      backend = watch::backend::automatic;
+      break;
+    case watcher_backend::inotify:
+      backend = watch::backend::inotify;
+      break;
+    case watcher_backend::libuv:
+      backend = watch::backend::libuv;
+      break;
+    case watcher_backend::polling:
+      backend = watch::backend::polling;
+      break;
+  }
+  auto made = watch::make_watcher(backend, watch_options);
+  if (!made) return made.error();
+  watcher_ = std::move(*made);
+  std::error_code watch_error =
+      watcher_->start(config_.root, [this](std::vector<watch::fs_event> b) {
+        asio::post(*strand_, [this, b = std::move(b)]() mutable { on_watch_batch(std::move(b)); });
+      });
+  if (watch_error) return watch_error;
+
+  // 6. Startup scan: everything that changed while the node was down.
+  detect_and_propose({""}, true);
+  schedule_tick();
+  process_ready();
+  return {};
+}
+
+void replicated_folder::impl::stop() {
+  if (!started_.load() || stopped_.exchange(true)) return;
+  // The watcher first: after stop() returns its sink never runs again.
+  if (watcher_) watcher_->stop();
+  if (transport_) transport_->stop();
+  if (strand_) {
+    std::promise<void> done;
+    auto future = done.get_future();
+    asio::post(*strand_, [this, &done] {
+      tick_timer_->cancel();
+      retry_timer_->cancel();
+      for (auto& waiter : flush_waiters_)
+        waiter->done.set_value(make_error_code(errc::stopped));
+      flush_waiters_.clear();
+      if (machine_) (void)machine_->persist();
+      done.set_value();
+    });
+    // With a caller-provided executor the caller keeps it running until stop() returns.
+    future.wait();
+  }
+  if (own_io_) {
+    own_io_->stop();
+    if (own_thread_.joinable()) own_thread_.join();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The driver loop.
+
+void replicated_folder::impl::schedule_tick() {
+  tick_timer_->expires_after(config_.tick_interval);
+  tick_timer_->async_wait([this](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    on_tick();
+    schedule_tick();
+  });
+}
+
+void replicated_folder::impl::on_tick() {
+  if (held_ready_) {
+    // Storage failed earlier (disk full, EIO): the ready it could not persist is held and the
+    // core is frozen — no ticks, no steps — so this node neither leads nor votes on state it
+    // cannot back with its disk; the others elect a leader without it. Retry the write; on success
+    // the node resumes where it stopped, without a restart and without a hole in the log.
+    process_ready();
+    return;
+  }
+  node_->tick();
+  // Re-propose what was not applied in time (lost with a leader, dropped without one).
+  const auto now = clock_type::now();
+  for (auto& [sequence, p] : pending_) {
+    if (now - p.proposed_at >= config_.proposal_retry) propose_pending(p);
+  }
+  process_ready();
+}
+
+void replicated_folder::impl::on_envelope(transport::envelope e) {
+  if (stopped_) return;
+  if (auto* m = std::get_if<raft::message>(&e.body)) {
+    if (!held_ready_) (void)node_->step(*m);
+  } else {
+    on_app_message(e.from, std::get<transport::app_message>(e.body));
+  }
+  process_ready();
+}
+
+void replicated_folder::impl::process_ready() {
+  if (in_ready_loop_) return;  // a callback re-entered; the outer loop picks the work up
+  in_ready_loop_ = true;
+  while (node_ && (held_ready_ || node_->has_ready())) {
+    if (!held_ready_) held_ready_ = node_->ready();
+    if (std::error_code ec = log_->save(*held_ready_)) {
+      if (halted_reasons_.empty()) {
+        halted_reasons_.push_back(fmt::format(
+            "storage: {} — not leading or voting until writes succeed again", ec.message()));
+      }
+      break;
+    }
+    halted_reasons_.clear();
+    raft::ready rd = std::move(*held_ready_);
+    held_ready_.reset();
+    for (raft::message& m : rd.messages) {
+      if (m.type == raft::message_type::snapshot) {
+        start_snapshot_stream(std::move(m));
+        continue;
+      }
+      const raft::node_id to = m.to;
+      transport_->send(transport::envelope{config_.id, to, std::move(m)});
+    }
+    if (rd.soft) {
+      const bool leader_changed = rd.soft->leader != soft_.leader;
+      soft_ = *rd.soft;
+      if (leader_changed) report_leader_change();
+    }
+    if (rd.hard) term_ = rd.hard->term;
+    apply_entries(rd.committed_entries);
+    node_->advance(rd);
+  }
+  in_ready_loop_ = false;
+  check_flush_waiters();
+}
+
+}  // namespace raftsync
+
+namespace raftsync {
+
+// ---------------------------------------------------------------------------------------------
+// Applying committed entries.
+
+void replicated_folder::impl::apply_entries(const std::vector<raft::entry>& entries) {
+  for (const raft::entry& e : entries)
+    apply_queue_.push_back(e);
+  drain_apply_queue();
+}
+
+void replicated_folder::impl::drain_apply_queue() {
+  bool applied_any = false;
+  while (!apply_queue_.empty()) {
+    const raft::entry& e = apply_queue_.front();
+    if (e.index <= machine_->applied_index()) {  // replayed after a restart: already reflected
+      apply_queue_.pop_front();
+      continue;
+    }
+    if (e.type == raft::entry_type::conf_change) {
+      apply_conf_change_entry(e);
+      machine_->skip(e.index);
+    } else if (e.data.empty()) {
+      machine_->skip(e.index);  // the leader's no-op of its term
+    } else {
+      folder::apply_result r = machine_->apply(e.index, e.data);
+      if (r.status == folder::apply_status::failed) {
+        // A local I/O error (for example the folder's disk is full): nothing was recorded, so the
+        // same entry is retried on the next tick. Until then the node applies nothing else.
+        apply_error_ = fmt::format("folder: applying #{} failed: {} ({})", e.index,
+                                   r.error.message(), r.reason);
+        break;
+      }
+      apply_error_.clear();
+      handle_apply_result(r);
+    }
+    applied_any = true;
+    ++applied_since_snapshot_;
+    apply_queue_.pop_front();
+  }
+  if (applied_any) {
+    // The state file must be durable before anything relies on the applied index (a restart then
+    // replays only entries above it, and snapshots are taken only up to it).
+    if (std::error_code ec = machine_->persist()) {
+      apply_error_ = fmt::format("folder: persisting the manifest failed: {}", ec.message());
+    }
+    maybe_snapshot();
+  }
+}
+
+void replicated_folder::impl::handle_apply_result(const folder::apply_result& r) {
+  if (r.own) {
+    auto it = pending_.find(r.sequence);
+    if (it != pending_.end()) pending_.erase(it);
+    if (upload_ && upload_in_flight_.erase(r.sequence) != 0) {
+      const bool failed =
+          r.status == folder::apply_status::rejected || r.status == folder::apply_status::ignored;
+      if (failed || r.kind == folder::command_kind::commit) {
+        // Done, or refused (for example a concurrent change won): look at the file afresh.
+        if (failed) dirty_paths_.insert(upload_->path());
+        upload_.reset();
+        held_commit_.reset();
+        schedule_detection();
+      }
+      continue_upload();
+    }
+  }
+  for (const folder::preserved_edit& edit : r.preserved) {
+    // A local edit that had not been proposed yet was in the way of this apply: the state machine
+    // moved it aside on this node. Propose the copy so it replicates (nothing is lost).
+    dirty_paths_.insert(edit.copy_path);
+  }
+  if (!r.preserved.empty()) schedule_detection();
+  if (r.status == folder::apply_status::rejected) {
+    log(1, fmt::format("rejected #{}: {}", r.index, r.reason));
+  }
+  if (r.needs_snapshot) {
+    log(1, fmt::format("#{}: the committed content of {} cannot be rebuilt here ({}); a folder "
+                       "snapshot from the leader will repair it",
+                       r.index, r.path, r.reason));
+  }
+  if (applied_callback_ && r.changed_tree()) {
+    applied_change change;
+    change.index = r.index;
+    change.origin = r.origin;
+    change.kind = folder::to_string(r.kind);
+    change.path = r.path;
+    change.from_path = r.from_path;
+    change.conflict_copy = r.status == folder::apply_status::conflict;
+    applied_callback_(change);
+  }
+}
+
+void replicated_folder::impl::apply_conf_change_entry(const raft::entry& e) {
+  auto cc = raft::decode_conf_change(e.data);
+  if (!cc) {
+    log(0, fmt::format("#{}: undecodable membership change ignored", e.index));
+    return;
+  }
+  conf_ = node_->apply_conf_change(*cc);
+  if (cc->node == config_.id) return;
+  if (cc->type == raft::conf_change_type::remove_node) {
+    transport_->remove_peer(cc->node);
+    peer_addresses_.erase(cc->node);
+    log(2, fmt::format("node {} removed from the cluster", cc->node));
+  } else if (!cc->context.empty()) {
+    std::string host;
+    std::uint16_t port = 0;
+    auto colon = cc->context.rfind(':');
+    if (colon != std::string::npos) {
+      host = cc->context.substr(0, colon);
+      port = static_cast<std::uint16_t>(std::strtoul(cc->context.c_str() + colon + 1, nullptr, 10));
+    }
+    if (!host.empty() && port != 0) {
+      transport_->add_peer(cc->node, transport::peer_address{host, port});
+      peer_addresses_[cc->node] = cc->context;
+    }
+    log(2, fmt::format("node {} added as {}", cc->node,
+                       cc->type == raft::conf_change_type::add_learner_node ? "learner" : "voter"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proposing local changes.
+
+void replicated_folder::impl::propose_command(folder::command cmd) {
+  cmd.origin = config_.id;
+  if (cmd.sequence == 0) cmd.sequence = machine_->next_sequence();
+  if (cmd.timestamp_ns == 0) cmd.timestamp_ns = utc_now_ns();
+  log(3, fmt::format("propose {}", folder::describe(cmd)));
+  pending_proposal p;
+  p.data = folder::encode_command(cmd);
+  // Reader-built commands carry a sequence already; programmatic ones get theirs here.
+  p.path = cmd.path;
+  auto [it, inserted] = pending_.emplace(cmd.sequence, std::move(p));
+  last_sequence_ = std::max(last_sequence_, cmd.sequence);
+  propose_pending(it->second);
+}
+
+void replicated_folder::impl::propose_pending(pending_proposal& p) {
+  p.proposed_at = clock_type::now();
+  ++p.attempts;
+  // Without a known leader the core drops the proposal; the retry timer proposes it again.
+  (void)node_->propose(p.data);
+}
+
+void replicated_folder::impl::on_watch_batch(std::vector<watch::fs_event> batch) {
+  if (stopped_) return;
+  for (watch::fs_event& event : batch) {
+    log(3, fmt::format("watch: {}", watch::describe(event)));
+    switch (event.effect) {
+      case watch::fs_effect::error:
+        log(event.fatal ? 0 : 1, fmt::format("watcher: {}", watch::describe(event)));
+        if (event.fatal) halted_reasons_watch_ = watch::describe(event);
+        break;
+      case watch::fs_effect::rescan_required:
+        rescan_roots_.insert(event.path.generic_string());
+        break;
+      case watch::fs_effect::rename:
+        // A committed entry moved: one rename command, no content (read_rename checks it).
+        renames_.emplace_back(event.old_path.generic_string(), event.path.generic_string());
+        break;
+      default:
+        // A new directory's content is scanned by propose_plan once its mkdir is read.
+        dirty_paths_.insert(event.path.generic_string());
+    }
+  }
+  schedule_detection();
+}
+
+void replicated_folder::impl::schedule_detection() {
+  if (detection_scheduled_) return;
+  detection_scheduled_ = true;
+  // Run after the events already queued on the strand (batches arriving together coalesce).
+  asio::post(*strand_, [this] {
+    detection_scheduled_ = false;
+    if (stopped_) return;
+    std::vector<std::string> paths(dirty_paths_.begin(), dirty_paths_.end());
+    std::vector<std::string> roots(rescan_roots_.begin(), rescan_roots_.end());
+    auto renames = std::move(renames_);
+    dirty_paths_.clear();
+    rescan_roots_.clear();
+    renames_.clear();
+    for (auto& [from, to] : renames) {
+      if (wanted(from) && wanted(to)) {
+        detect_renamed(from, to);
+      } else {
+        paths.push_back(from);
+        paths.push_back(to);
+      }
+    }
+    if (!roots.empty()) detect_and_propose(roots, true);
+    if (!paths.empty()) detect_and_propose(paths, false);
+    process_ready();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// flush, status, programmatic changes, membership.
+
+std::error_code replicated_folder::impl::flush(std::chrono::milliseconds timeout,
+                                               bool all_applied) {
+  if (!started_ || stopped_) return make_error_code(errc::stopped);
+  RAFTSYNC_ASSERT(!strand_->running_in_this_thread(), "flush() called from the node's strand");
+  auto waiter = std::make_unique<flush_waiter>();
+  auto future = waiter->done.get_future();
+  asio::post(*strand_, [this, waiter = std::move(waiter), all_applied]() mutable {
+    if (stopped_) {
+      waiter->done.set_value(make_error_code(errc::stopped));
+      return;
+    }
+    // Changes the watcher has not reported yet are found by a scan of the whole folder (stat
+    // only; hashes only for what changed), so "made before the call" holds for every backend.
+    detect_and_propose({""}, true);
+    process_ready();
+    waiter->sequence_max = last_sequence_;
+    waiter->all_applied = all_applied;
+    flush_waiters_.push_back(std::move(waiter));
+    check_flush_waiters();
+  });
+  if (future.wait_for(timeout) != std::future_status::ready)
+    return make_error_code(errc::timed_out);
+  return future.get();
+}
+
+void replicated_folder::impl::check_flush_waiters() {
+  if (flush_waiters_.empty()) return;
+  const std::uint64_t oldest_pending = pending_.empty() ? UINT64_MAX : pending_.begin()->first;
+  const raft::status st = node_->status();
+  for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
+    flush_waiter& w = **it;
+    bool done = oldest_pending > w.sequence_max;
+    if (done && w.all_applied) {
+      if (w.index == 0) w.index = machine_->applied_index();
+      // Only the leader knows its followers' progress; a follower waits until it leads or the
+      // leader's commit (which it applied) covers the index — the best it can observe.
+      if (st.soft.role == raft::role::leader) {
+        for (const raft::progress_status& p : st.progress) {
+          if (!p.learner && p.id != config_.id && p.recent_active && p.match < w.index)
+            done = false;
+        }
+      }
+    }
+    if (done) {
+      w.done.set_value(std::error_code{});
+      it = flush_waiters_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+folder_status replicated_folder::impl::status() const {
+  if (!started_ || stopped_) {
+    folder_status s;
+    s.id = config_.id;
+    s.role = "stopped";
+    return s;
+  }
+  return const_cast<impl*>(this)->run_on_strand([this] {
+    folder_status s;
+    s.id = config_.id;
+    const raft::status st = node_->status();
+    s.role = role_name(st.soft.role);
+    s.term = st.hard.term;
+    s.leader = st.soft.leader;
+    s.commit_index = st.committed;
+    s.applied_index = machine_->applied_index();
+    s.last_index = st.last_index;
+    s.pending_proposals = pending_.size();
+    s.files = machine_->committed().size();
+    const transport::transport_metrics metrics = transport_->metrics();
+    for (const raft::progress_status& p : st.progress) {
+      if (p.id == config_.id) continue;
+      peer_progress pp;
+      pp.id = p.id;
+      pp.match_index = p.match;
+      pp.next_index = p.next;
+      pp.state = progress_name(p.state);
+      pp.learner = p.learner;
+      pp.connected = p.recent_active;
+      s.peers.push_back(pp);
+    }
+    (void)metrics;
+    s.halted_reasons = halted_reasons_;
+    if (!apply_error_.empty()) s.halted_reasons.push_back(apply_error_);
+    if (!halted_reasons_watch_.empty()) s.halted_reasons.push_back(halted_reasons_watch_);
+    return s;
+  });
+}
+
+std::error_code replicated_folder::impl::write_file(const std::string& path,
+                                                    std::string_view contents) {
+  if (!started_ || stopped_) return make_error_code(errc::stopped);
+  return run_on_strand([&]() -> std::error_code {
+    if (std::error_code ec = folder::validate_path(path, machine_->config().rules)) return ec;
+    if (std::error_code ec = folder::make_dirs(*tree_io_, folder::parent_path(path), 0755))
+      return ec;
+    const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    if (std::error_code ec = tree_io_->write_file_atomic(path, contents, 0644, now)) return ec;
+    detect_and_propose({path}, false);
+    process_ready();
+    return {};
+  });
+}
+
+std::error_code replicated_folder::impl::remove(const std::string& path) {
+  if (!started_ || stopped_) return make_error_code(errc::stopped);
+  return run_on_strand([&]() -> std::error_code {
+    if (std::error_code ec = folder::validate_path(path, machine_->config().rules)) return ec;
+    auto st = tree_io_->lstat(path);
+    if (!st) return st.error();
+    std::error_code ec = st->kind == folder::file_kind::directory
+                             ? folder::remove_all(*tree_io_, path)
+                             : tree_io_->unlink(path);
+    if (ec) return ec;
+    detect_and_propose({path}, true);
+    process_ready();
+    return {};
+  });
+}
+
+std::error_code replicated_folder::impl::rename(const std::string& from, const std::string& to) {
+  if (!started_ || stopped_) return make_error_code(errc::stopped);
+  return run_on_strand([&]() -> std::error_code {
+    if (std::error_code ec = folder::validate_path(from, machine_->config().rules)) return ec;
+    if (std::error_code ec = folder::validate_path(to, machine_->config().rules)) return ec;
+    if (std::error_code ec = folder::make_dirs(*tree_io_, folder::parent_path(to), 0755)) return ec;
+    if (std::error_code ec = tree_io_->rename(from, to)) return ec;
+    detect_renamed(from, to);
+    process_ready();
+    return {};
+  });
+}
+
+std::error_code replicated_folder::impl::add_node(const peer_address& peer, bool as_learner) {
+  if (!started_ || stopped_) return make_error_code(errc::stopped);
+  if (peer.id == raft::no_node || peer.host.empty() || peer.port == 0) {
+    return make_error_code(errc::invalid_config);
+  }
+  return run_on_strand([&]() -> std::error_code {
+    if (soft_.role != raft::role::leader) return make_error_code(errc::not_leader);
+    transport_->add_peer(peer.id, transport::peer_address{peer.host, peer.port});
+    raft::conf_change cc;
+    cc.type =
+        as_learner ? raft::conf_change_type::add_learner_node : raft::conf_change_type::add_node;
+    cc.node = peer.id;
+    cc.context = fmt::format("{}:{}", peer.host, peer.port);
+    std::error_code ec = node_->propose_conf_change(cc);
+    process_ready();
+    return ec;
+  });
+}
+
+std::error_code replicated_folder::impl::remove_node(raft::node_id id) {
+  if (!started_ || stopped_) return make_error_code(errc::stopped);
+  return run_on_strand([&]() -> std::error_code {
+    if (soft_.role != raft::role::leader) return make_error_code(errc::not_leader);
+    raft::conf_change cc;
+    cc.type = raft::conf_change_type::remove_node;
+    cc.node = id;
+    std::error_code ec = node_->propose_conf_change(cc);
+    process_ready();
+    return ec;
+  });
+}
+
+std::error_code replicated_folder::impl::transfer_leadership(raft::node_id to) {
+  if (!started_ || stopped_) return make_error_code(errc::stopped);
+  return run_on_strand([&]() -> std::error_code {
+    std::error_code ec = node_->transfer_leadership(to);
+    process_ready();
+    return ec;
+  });
+}
+
+void replicated_folder::impl::report_leader_change() {
+  log(2, soft_.leader == raft::no_node
+             ? fmt::format("term {}: no leader", term_)
+             : fmt::format("term {}: leader is node {}", term_, soft_.leader));
+  if (leader_callback_) leader_callback_(soft_.leader, term_);
+  // Proposals sent towards the old leader may be lost: re-propose everything pending now.
+  for (auto& [sequence, p] : pending_)
+    propose_pending(p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The public class forwards to impl.
+
+replicated_folder::replicated_folder(replicated_folder_config config)
+    : impl_(std::make_unique<impl>(std::move(config), std::nullopt)) {}
+replicated_folder::replicated_folder(replicated_folder_config config,
+                                     boost::asio::any_io_executor executor)
+    : impl_(std::make_unique<impl>(std::move(config), std::move(executor))) {}
+replicated_folder::~replicated_folder() = default;
+std::error_code replicated_folder::start() {
+  return impl_->start();
+}
+void replicated_folder::stop() {
+  impl_->stop();
+}
+folder_status replicated_folder::status() const {
+  return impl_->status();
+}
+std::uint16_t replicated_folder::listen_port() const {
+  return impl_->listen_port();
+}
+std::error_code replicated_folder::flush(std::chrono::milliseconds timeout, bool all_applied) {
+  return impl_->flush(timeout, all_applied);
+}
+std::error_code replicated_folder::write_file(const std::string& path, std::string_view contents) {
+  return impl_->write_file(path, contents);
+}
+std::error_code replicated_folder::remove(const std::string& path) {
+  return impl_->remove(path);
+}
+std::error_code replicated_folder::rename(const std::string& from, const std::string& to) {
+  return impl_->rename(from, to);
+}
+std::error_code replicated_folder::add_node(const peer_address& peer, bool as_learner) {
+  return impl_->add_node(peer, as_learner);
+}
+std::error_code replicated_folder::remove_node(raft::node_id id) {
+  return impl_->remove_node(id);
+}
+std::error_code replicated_folder::transfer_leadership(raft::node_id to) {
+  return impl_->transfer_leadership(to);
+}
+void replicated_folder::on_applied(std::function<void(const applied_change&)> callback) {
+  impl_->on_applied(std::move(callback));
+}
+void replicated_folder::on_leader_change(
+    std::function<void(raft::node_id leader, std::uint64_t term)> callback) {
+  impl_->on_leader_change(std::move(callback));
+}
+
+}  // namespace raftsync
+
+namespace raftsync {
+
+// ---------------------------------------------------------------------------------------------
+// Local change detection: disk vs. manifest → commands. Events are hints; this re-reads the disk.
+
+void replicated_folder::impl::log(int level, const std::string& text) const {
+  if (config_.log) {
+    config_.log(level, text);
+  } else if (level <= 1) {
+    fmt::print(stderr, "raftsync node {}: {}\n", config_.id, text);
+  }
+}
+
+bool replicated_folder::impl::wanted(std::string_view path) const {
+  if (path.empty()) return false;
+  if (folder::is_internal_path(path)) return false;
+  if (ignore_.ignored(std::filesystem::path(path))) return false;
+  return !folder::validate_path(path, machine_->config().rules);
+}
+
+void replicated_folder::impl::detect_and_propose(const std::vector<std::string>& paths,
+                                                 bool recursive) {
+  for (const std::string& path : paths) {
+    if (!path.empty() && !wanted(path)) continue;
+    if (!recursive) {
+      detect_one(path);
+      continue;
+    }
+    auto report = folder::scan(*machine_, path);
+    if (!report) {
+      if (report.error() != make_error_code(errc::unavailable)) {
+        log(1, fmt::format("scan of '{}' failed: {}", path, report.error().message()));
+      }
+      continue;
+    }
+    for (const std::string& refused : report->refused) {
+      log(1, fmt::format("{} cannot be replicated (refused by the path rules)", refused));
+    }
+    for (const std::string& changed : report->changed) {
+      if (wanted(changed)) detect_one(changed, false);
+    }
+  }
+}
+
+void replicated_folder::impl::detect_one(const std::string& path, bool scan_new_directories) {
+  auto plan = reader_->read_change(path);
+  if (!plan) {
+    log(3, fmt::format("read {}: {}", path, plan.error().message()));
+    if (plan.error() == make_error_code(errc::busy)) {
+      dirty_paths_.insert(path);  // still being written: the writer's close() brings it back
+    } else if (plan.error() != make_error_code(errc::invalid_path)) {
+      log(1, fmt::format("cannot read {}: {}", path, plan.error().message()));
+    }
+    return;
+  }
+  propose_plan(std::move(*plan), scan_new_directories);
+}
+
+void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_new_directories) {
+  bool new_directory = false;
+  std::string directory;
+  for (folder::command& cmd : plan.commands) {
+    if (cmd.kind == folder::command_kind::mkdir) {
+      new_directory = true;
+      directory = cmd.path;
+    }
+    propose_command(std::move(cmd));
+  }
+  if (plan.upload) {
+    // One upload at a time; a newer upload of the same path replaces a queued one.
+    const std::string path = plan.upload->path();
+    if (upload_ && upload_->path() == path) upload_.reset();
+    std::erase_if(upload_queue_, [&](const folder::chunked_upload& u) { return u.path() == path; });
+    upload_queue_.push_back(std::move(*plan.upload));
+    continue_upload();
+  }
+  // A new directory's content (possibly created before its watch existed) comes from a scan of
+  // it; the scan covers the whole subtree, so what it finds is not scanned again.
+  if (new_directory && scan_new_directories) {
+    auto report = folder::scan(*machine_, directory);
+    if (!report) return;
+    for (const std::string& changed : report->changed) {
+      if (changed != directory && wanted(changed)) detect_one(changed, false);
+    }
+  }
+}
+
+// Large files: one upload at a time with at most upload_window chunk commands in flight, so memory
+// stays bounded by a few chunks whatever the file size; the commit goes once every chunk applied.
+void replicated_folder::impl::continue_upload() {
+  constexpr std::size_t upload_window = 4;
+  while (true) {
+    if (!upload_) {
+      if (upload_queue_.empty()) return;
+      upload_.emplace(std::move(upload_queue_.front()));
+      upload_queue_.pop_front();
+      upload_in_flight_.clear();
+      upload_commit_next_ = false;
+    }
+    while (upload_in_flight_.size() < upload_window && !upload_commit_next_) {
+      auto next = upload_->next();
+      if (!next) {
+        // The file changed since it was hashed: read it afresh (a new upload).
+        const std::string path = upload_->path();
+        upload_.reset();
+        dirty_paths_.insert(path);
+        schedule_detection();
+        break;
+      }
+      if (!*next) break;  // everything proposed
+      if ((*next)->kind == folder::command_kind::commit) {
+        if (!upload_in_flight_.empty()) {
+          // Hold the commit until every chunk applied: a retried chunk must never land after it.
+          held_commit_ = std::move(**next);
+          upload_commit_next_ = true;
+          break;
+        }
+      }
+      const bool is_commit = (*next)->kind == folder::command_kind::commit;
+      propose_command(std::move(**next));
+      upload_in_flight_.insert(last_sequence_);
+      if (is_commit) upload_commit_next_ = true;
+    }
+    if (!upload_) continue;
+    if (upload_commit_next_ && held_commit_ && upload_in_flight_.empty()) {
+      propose_command(std::move(*held_commit_));
+      held_commit_.reset();
+      upload_in_flight_.insert(last_sequence_);
+    }
+    return;
+  }
+}
+
+void replicated_folder::impl::detect_renamed(const std::string& from, const std::string& to) {
+  auto plan = reader_->read_rename(from, to);
+  if (!plan) {
+    detect_one(from);
+    detect_one(to);
+    return;
+  }
+  propose_plan(std::move(*plan), true);
+}
+
+}  // namespace raftsync
+
+namespace raftsync {
+void replicated_folder::impl::start_snapshot_stream(raft::message m) {
+  node_->report_snapshot(m.to, false);
+}
+void replicated_folder::impl::on_app_message(raft::node_id, const transport::app_message&) {}
+void replicated_folder::impl::maybe_snapshot() {}
+}  // namespace raftsync

@@ -1,0 +1,142 @@
+// End-to-end: three real `raftsync` processes on loopback TCP, real folders, the native watcher.
+// Every scenario ends by comparing full hashes of the three trees.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+
+#include "process_cluster.hpp"
+
+using namespace raftsync::e2e;
+
+#ifndef RAFTSYNC_NODE_BINARY
+#error "RAFTSYNC_NODE_BINARY must name the raftsync node program"
+#endif
+
+namespace {
+
+void require_converged(process_cluster& cluster, std::chrono::milliseconds timeout = 30s) {
+  std::string diff;
+  const bool converged = cluster.wait_converged(timeout, &diff);
+  INFO("differences:\n"
+       << diff << "logs in " << cluster.base().string()
+       << " (set RAFTSYNC_E2E_KEEP=1 to keep them)");
+  REQUIRE(converged);
+}
+
+void start_all(process_cluster& cluster) {
+  for (int id = 1; id <= cluster.size(); ++id)
+    cluster.start(id);
+  for (int id = 1; id <= cluster.size(); ++id)
+    REQUIRE(cluster.wait_ready(id));
+  REQUIRE(cluster.wait_leader() != 0);
+}
+
+}  // namespace
+
+TEST_CASE("every kind of change made on any node reaches the other two", "[e2e]") {
+  process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "changes");
+  start_all(cluster);
+
+  write_file(cluster.folder(1) / "a.txt", "alpha\n");
+  require_converged(cluster);
+  REQUIRE(read_file(cluster.folder(3) / "a.txt") == "alpha\n");
+
+  write_file(cluster.folder(2) / "a.txt", "alpha, modified on node 2\n");
+  require_converged(cluster);
+  REQUIRE(read_file(cluster.folder(1) / "a.txt") == "alpha, modified on node 2\n");
+
+  fs::create_directories(cluster.folder(3) / "deep/er/still");
+  write_file(cluster.folder(3) / "deep/er/still/b.bin", std::string(100000, 'b'));
+  require_converged(cluster);
+
+  fs::rename(cluster.folder(1) / "a.txt", cluster.folder(1) / "deep/a-renamed.txt");
+  require_converged(cluster);
+  REQUIRE(!fs::exists(cluster.folder(2) / "a.txt"));
+  REQUIRE(read_file(cluster.folder(2) / "deep/a-renamed.txt") == "alpha, modified on node 2\n");
+
+  ::chmod((cluster.folder(2) / "deep/a-renamed.txt").c_str(), 0600);
+  require_converged(cluster);
+  REQUIRE((fs::status(cluster.folder(3) / "deep/a-renamed.txt").permissions() & fs::perms::all) ==
+          (fs::perms::owner_read | fs::perms::owner_write));
+
+  fs::create_symlink("deep/a-renamed.txt", cluster.folder(3) / "link");
+  require_converged(cluster);
+  REQUIRE(fs::is_symlink(fs::symlink_status(cluster.folder(1) / "link")));
+  REQUIRE(fs::read_symlink(cluster.folder(1) / "link") == "deep/a-renamed.txt");
+
+  fs::create_directories(cluster.folder(1) / "empty-dir");
+  require_converged(cluster);
+  REQUIRE(fs::is_directory(cluster.folder(2) / "empty-dir"));
+
+  fs::remove(cluster.folder(2) / "deep/er/still/b.bin");
+  fs::remove(cluster.folder(2) / "empty-dir");
+  require_converged(cluster);
+  REQUIRE(!fs::exists(cluster.folder(1) / "deep/er/still/b.bin"));
+  REQUIRE(!fs::exists(cluster.folder(3) / "empty-dir"));
+  REQUIRE(cluster.all_alive());
+}
+
+TEST_CASE("a burst of 1000 files on one node converges on all three", "[e2e]") {
+  process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "burst");
+  start_all(cluster);
+  for (int i = 0; i < 1000; ++i) {
+    write_file(cluster.folder(1 + i % 3) / ("burst/dir" + std::to_string(i % 10)) /
+                   ("file" + std::to_string(i) + ".txt"),
+               "content of file " + std::to_string(i) + "\n");
+  }
+  require_converged(cluster, 60s);
+  REQUIRE(tree_digest(cluster.folder(2)).size() == 1000 + 11);
+  REQUIRE(cluster.all_alive());
+}
+
+TEST_CASE("a node killed with SIGKILL catches up after restart, including its offline edits",
+          "[e2e]") {
+  process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "restart");
+  start_all(cluster);
+  write_file(cluster.folder(1) / "before.txt", "before the crash\n");
+  require_converged(cluster);
+
+  cluster.kill(3, SIGKILL);
+  write_file(cluster.folder(1) / "during.txt", "written while node 3 was down\n");
+  write_file(cluster.folder(3) / "offline.txt", "edited on node 3 while it was down\n");
+  REQUIRE(cluster.control(1, "flush", nullptr, "--timeout-ms 20000") == 0);
+
+  cluster.start(3);
+  REQUIRE(cluster.wait_ready(3));
+  require_converged(cluster);
+  REQUIRE(read_file(cluster.folder(2) / "offline.txt") == "edited on node 3 while it was down\n");
+  REQUIRE(read_file(cluster.folder(3) / "during.txt") == "written while node 3 was down\n");
+}
+
+TEST_CASE("the leader killed in the middle of a burst loses no acknowledged write", "[e2e]") {
+  process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "leader-kill");
+  start_all(cluster);
+  const int leader = cluster.wait_leader();
+  REQUIRE(leader != 0);
+  const int writer = leader == 1 ? 2 : 1;
+  for (int i = 0; i < 200; ++i) {
+    write_file(cluster.folder(writer) / ("burst" + std::to_string(i) + ".txt"), std::to_string(i));
+    if (i == 100) cluster.kill(leader, SIGKILL);
+  }
+  REQUIRE(cluster.control(writer, "flush", nullptr, "--timeout-ms 30000") == 0);
+  cluster.start(leader);
+  REQUIRE(cluster.wait_ready(leader));
+  require_converged(cluster, 60s);
+  for (int i = 0; i < 200; ++i) {
+    REQUIRE(read_file(cluster.folder(leader) / ("burst" + std::to_string(i) + ".txt")) ==
+            std::to_string(i));
+  }
+}
+
+TEST_CASE("bad flags are refused with a clear error", "[e2e]") {
+  process_cluster cluster(RAFTSYNC_NODE_BINARY, 1, "flags");
+  std::string out;
+  const std::string command = std::string(RAFTSYNC_NODE_BINARY) + " --id x --dir /tmp 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr)
+    out += buffer;
+  const int status = ::pclose(pipe);
+  REQUIRE(WEXITSTATUS(status) == 2);
+  REQUIRE(out.find("--id needs a positive integer") != std::string::npos);
+}
