@@ -633,6 +633,8 @@ class cluster {
       violation("node " + std::to_string(id) + " cannot recover its storage: " + ec.message());
       return;
     }
+    check_recovered(n);
+    if (!ok()) return;
     ++stats_.restarts;
     start(n);
   }
@@ -782,6 +784,11 @@ class cluster {
     std::uint64_t restart_at_tick = 0;
     std::uint64_t incarnation = 0;
     raft::hard_state last_hard;  // the hard state last handed over (to check must_sync)
+    // What this node promised peers, which must survive any crash: the highest term it sent a
+    // message in (pre-vote traffic excepted: it carries a term not yet adopted) and the vote it
+    // granted in each term.
+    std::uint64_t max_term_sent = 0;
+    std::map<std::uint64_t, node_id> votes_granted;
     std::map<std::uint64_t, bytes> received_snapshots;   // snapshot index → streamed data
     std::map<node_id, outgoing_snapshot> snapshots_out;  // leader: streams awaiting an ack
   };
@@ -1054,8 +1061,39 @@ class cluster {
           from.id, to, transport::app_message{snapshot_data_channel, std::to_string(token)}});
       return;
     }
+    if (m.type != raft::message_type::pre_vote && m.type != raft::message_type::pre_vote_response)
+      from.max_term_sent = std::max(from.max_term_sent, m.term);
+    if (m.type == raft::message_type::vote_response && !m.reject) {
+      auto [it, inserted] = from.votes_granted.try_emplace(m.term, m.to);
+      if (!inserted && it->second != m.to) {
+        violation("election safety: node " + std::to_string(from.id) + " granted votes to " +
+                  std::to_string(it->second) + " and " + std::to_string(m.to) + " in term " +
+                  std::to_string(m.term));
+        return;
+      }
+    }
     const node_id to = m.to;
     network_.endpoint(from.id).send(transport::envelope{from.id, to, std::move(m)});
+  }
+
+  // What the node promised before the crash must have survived it (the persistence policy
+  // really synced, and the harness sent nothing before syncing).
+  void check_recovered(const sim_node& n) {
+    auto init = n.store->storage().load_initial_state();
+    if (!init) return;  // reported by start()
+    const raft::hard_state& hs = init->hard;
+    if (hs.term < n.max_term_sent) {
+      violation("durability: node " + std::to_string(n.id) + " recovered term " +
+                std::to_string(hs.term) + " but had sent messages in term " +
+                std::to_string(n.max_term_sent));
+      return;
+    }
+    auto it = n.votes_granted.find(hs.term);
+    if (it != n.votes_granted.end() && hs.vote != it->second) {
+      violation("durability: node " + std::to_string(n.id) + " recovered vote " +
+                std::to_string(hs.vote) + " in term " + std::to_string(hs.term) +
+                " but had granted its vote to " + std::to_string(it->second));
+    }
   }
 
   bool apply(sim_node& n, const raft::entry& e) {
