@@ -113,7 +113,8 @@ result<parent_handle> open_parent(int root_fd, std::string_view path) {
 // A descriptor of directory `path` itself (root for "").
 result<fd_guard> open_dir(int root_fd, std::string_view path) {
   if (path.empty()) {
-    int fd = ::dup(root_fd);
+    // A new open file description (not dup(): a dup shares the directory read position).
+    int fd = ::openat(root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return last_error();
     return fd_guard(fd);
   }

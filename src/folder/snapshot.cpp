@@ -1,6 +1,7 @@
 #include "raftsync/folder/snapshot.hpp"
 
 #include <algorithm>
+#include <set>
 
 #include "byte_codec.hpp"
 #include "raftsync/folder/path_rules.hpp"
@@ -306,10 +307,18 @@ std::error_code finish_interrupted_install(state_machine& sm) {
   if (!fresh) return fresh.error();
   for (const auto& e : *fresh)
     if (auto ec = io.rename(join_path(staging_tree, e.name), e.name)) return ec;
+  // Staging files of uploads the snapshot does not have are stale; the snapshot's own (possibly
+  // moved in already by an earlier attempt) stay.
+  auto decoded = decode_replicated_state(state, sm.config().chunk_bytes, false);
+  if (!decoded) return make_error_code(errc::corrupt);
+  std::set<std::string> live;
+  for (const auto& [origin, up] : decoded->uploads)
+    live.insert(upload_staging_path(origin, up.upload_id));
   auto root = io.list("");
   if (!root) return root.error();
   for (const auto& e : *root) {
-    if (e.kind == file_kind::regular && e.name.rfind(".raftsync-tmp-upload-", 0) == 0)
+    if (e.kind == file_kind::regular && e.name.rfind(".raftsync-tmp-upload-", 0) == 0 &&
+        live.count(e.name) == 0)
       if (auto ec = io.unlink(e.name)) return ec;
   }
   auto uploads = io.list(staging_uploads);
@@ -318,6 +327,10 @@ std::error_code finish_interrupted_install(state_machine& sm) {
     if (auto ec = io.rename(join_path(staging_uploads, e.name), e.name)) return ec;
   if (auto ec = io.sync_dir("")) return ec;
   if (auto ec = sm.install_replicated_state(index, state)) return ec;
+  // Removing READY first is the end of the install: a crash after it only leaves garbage that
+  // the next open() removes (no READY: an unfinished download).
+  if (auto ec = io.unlink(ready_marker)) return ec;
+  if (auto ec = io.sync_dir(staging_root)) return ec;
   return remove_all(io, staging_root);
 }
 

@@ -1,0 +1,313 @@
+#include <catch2/catch.hpp>
+
+#include "folder_test_util.hpp"
+
+using namespace raftsync;
+using namespace raftsync::folder;
+using namespace raftsync::folder::test;
+
+TEST_CASE("write creates a file with its parents, content, mode and mtime", "[folder][apply]") {
+  node n(1);
+  command c = make_write(2, 1, "a/b/c.txt", "hello");
+  c.mode = 0640;
+  auto r = n.sm->apply(1, encode_command(c));
+  REQUIRE(r.status == apply_status::applied);
+  CHECK(r.path == "a/b/c.txt");
+  CHECK_FALSE(r.own);
+  CHECK(n.io->content("a/b/c.txt") == "hello");
+  auto st = n.io->lstat("a/b/c.txt");
+  REQUIRE(st.has_value());
+  CHECK(st->mode == 0640);
+  CHECK(st->mtime_ns == c.mtime_ns);
+  CHECK(n.io->lstat("a")->kind == file_kind::directory);
+  const manifest_entry* e = n.sm->committed().find("a/b/c.txt");
+  REQUIRE(e != nullptr);
+  CHECK(e->version == 1);
+  CHECK(e->sha256 == sha256("hello"));
+  CHECK(e->origin == 2);
+  CHECK(n.sm->committed().find("a/b")->kind == file_kind::directory);
+  CHECK(n.sm->applied_index() == 1);
+  // The apply reports everything it wrote, as lstat saw it: the echo filter's input.
+  REQUIRE(r.written.size() == 3);
+  for (const auto& w : r.written)
+    CHECK(n.sm->is_echo(w.path, w.stat));
+}
+
+TEST_CASE("modify, chmod, touch, rename, remove, symlink, mkdir, rmdir", "[folder][apply]") {
+  node n(1);
+  replicated_log l;
+  l.append(make_write(2, 1, "f.txt", "v1"));
+  l.catch_up(n);
+  l.append(make_write(2, 2, "f.txt", "v2", 1));
+  command chmod = make(command_kind::set_mode, 2, 3, "f.txt", 2);
+  chmod.mode = 0600;
+  l.append(chmod);
+  command touch = make(command_kind::set_mtime, 2, 4, "f.txt", 2);
+  touch.mtime_ns = 42'000'000'000;
+  l.append(touch);
+  command mkdir = make(command_kind::mkdir, 2, 5, "d");
+  mkdir.mode = 0700;
+  l.append(mkdir);
+  command rename = make(command_kind::rename, 2, 6, "f.txt", 2);
+  rename.target = "d/g.txt";
+  l.append(rename);
+  command link = make(command_kind::symlink, 2, 7, "d/link");
+  link.target = "/etc/passwd";
+  l.append(link);
+  for (const auto& r : l.catch_up(n)) {
+    INFO(r.reason);
+    CHECK(r.status == apply_status::applied);
+  }
+  CHECK_FALSE(n.io->exists("f.txt"));
+  CHECK(n.io->content("d/g.txt") == "v2");
+  auto st = n.io->lstat("d/g.txt");
+  CHECK(st->mode == 0600);
+  CHECK(st->mtime_ns == 42'000'000'000);
+  CHECK(n.io->lstat("d")->mode == 0700);
+  CHECK(n.io->lstat("d/link")->kind == file_kind::symlink);
+  CHECK(*n.io->readlink("d/link") == "/etc/passwd");
+  const manifest_entry* g = n.sm->committed().find("d/g.txt");
+  REQUIRE(g != nullptr);
+  CHECK(g->version == 6);  // a rename changes the entry
+  CHECK(n.sm->committed().find("f.txt") == nullptr);
+
+  l.append(make(command_kind::remove, 2, 8, "d/g.txt", 6));
+  l.append(make(command_kind::remove, 2, 9, "d/link", 7));
+  l.append(make(command_kind::rmdir, 2, 10, "d", 5));
+  for (const auto& r : l.catch_up(n)) {
+    INFO(r.reason);
+    CHECK(r.status == apply_status::applied);
+  }
+  CHECK(n.io->dump().empty());
+  CHECK(n.sm->committed().empty());
+}
+
+TEST_CASE("renaming a directory moves its subtree", "[folder][apply]") {
+  node n(1);
+  replicated_log l;
+  l.append(make_write(2, 1, "src/a/1.txt", "one"));
+  l.append(make_write(2, 2, "src/b.txt", "two"));
+  command rename = make(command_kind::rename, 2, 3, "src", 0);
+  rename.target = "dst/moved";
+  l.append(rename);
+  for (const auto& r : l.catch_up(n))
+    CHECK(r.status == apply_status::applied);
+  CHECK(n.io->content("dst/moved/a/1.txt") == "one");
+  CHECK(n.io->content("dst/moved/b.txt") == "two");
+  CHECK_FALSE(n.io->exists("src"));
+  CHECK(n.sm->committed().find("dst/moved/a/1.txt") != nullptr);
+  CHECK(n.sm->committed().find("src/b.txt") == nullptr);
+  CHECK(n.sm->committed().find("src") == nullptr);
+}
+
+TEST_CASE("invalid commands are rejected, logged and never crash", "[folder][apply][path]") {
+  node n(1);
+  std::uint64_t index = 0;
+  const std::string nul("a\0b", 3);
+  for (const std::string& p :
+       {std::string("../escape"), std::string("/etc/passwd"), nul, std::string("a/../../b"),
+        std::string(".raftsync/folder-state"), std::string("C:/windows"), std::string("")}) {
+    ++index;
+    auto r = n.sm->apply(index, encode_command(make_write(2, index, p, "evil")));
+    INFO(p);
+    CHECK(r.status == apply_status::rejected);
+    CHECK(r.error == make_error_code(errc::invalid_path));
+    CHECK_FALSE(r.reason.empty());
+  }
+  command rename = make(command_kind::rename, 2, 100, "x");
+  n.sm->apply(++index, encode_command(make_write(2, 99, "x", "data")));
+  rename.target = "../../outside";
+  CHECK(n.sm->apply(++index, rename).status == apply_status::rejected);
+  // Undecodable bytes.
+  auto r = n.sm->apply(++index, std::string("\x01\x01garbage", 9));
+  CHECK(r.status == apply_status::rejected);
+  CHECK(n.sm->applied_index() == index);
+  CHECK(n.io->dump() ==
+        "x file mode=420 mtime=1700000000000099000 sha256=" + to_hex(sha256("data")) + "\n");
+}
+
+TEST_CASE("a file in place of a committed parent directory is refused", "[folder][apply]") {
+  node n(1);
+  replicated_log l;
+  l.append(make_write(2, 1, "plain", "file"));
+  l.append(make_write(2, 2, "plain/child", "x"));
+  auto rs = l.catch_up(n);
+  CHECK(rs[1].status == apply_status::rejected);
+  CHECK(rs[1].error == make_error_code(errc::conflict));
+}
+
+TEST_CASE("a command applied twice is a duplicate", "[folder][apply]") {
+  node n(1);
+  command c = make_write(2, 7, "f", "x");
+  CHECK(n.sm->apply(1, c).status == apply_status::applied);
+  auto again = n.sm->apply(2, c);  // the same proposal committed twice
+  CHECK(again.status == apply_status::duplicate);
+  CHECK(n.sm->applied_index() == 2);
+  // An index at or below applied_index is never applied again.
+  CHECK(n.sm->apply(2, make_write(2, 8, "g", "y")).status == apply_status::duplicate);
+  CHECK_FALSE(n.io->exists("g"));
+}
+
+TEST_CASE("an older command of the same origin is superseded", "[folder][apply]") {
+  node n(1);
+  CHECK(n.sm->apply(1, make_write(2, 10, "f", "newer")).status == apply_status::applied);
+  CHECK(n.sm->apply(2, make_write(2, 9, "f", "older")).status == apply_status::superseded);
+  CHECK(n.io->content("f") == "newer");
+}
+
+TEST_CASE("a later command of the same origin never conflicts with its earlier one",
+          "[folder][apply][conflict]") {
+  node n(1);
+  CHECK(n.sm->apply(1, make_write(2, 1, "f", "one")).status == apply_status::applied);
+  // Proposed before the first committed: base 0, yet no conflict (same origin).
+  CHECK(n.sm->apply(2, make_write(2, 2, "f", "two", 0)).status == apply_status::applied);
+  CHECK(n.io->content("f") == "two");
+  CHECK(n.sm->committed().size() == 1);
+}
+
+TEST_CASE("restart neither re-applies nor re-sends", "[folder][apply][restart]") {
+  node n(1);
+  replicated_log l;
+  for (int i = 1; i <= 20; ++i)
+    l.append(make_write(2, static_cast<std::uint64_t>(i), "f" + std::to_string(i), "c"));
+  l.catch_up(n);
+  REQUIRE_FALSE(n.sm->persist());
+  auto mutations = n.io->mutation_count();
+  n.restart();
+  CHECK(n.sm->applied_index() == 20);
+  CHECK(n.sm->persisted_index() == 20);
+  CHECK(l.catch_up(n).empty());                    // nothing to re-apply
+  CHECK(n.io->mutation_count() == mutations + 1);  // just the state file rewrite on open
+  auto report = scan(*n.sm, "");
+  REQUIRE(report.has_value());
+  CHECK(report->changed.empty());  // nothing to re-send
+}
+
+TEST_CASE("replaying entries applied after the last persist is harmless",
+          "[folder][apply][restart]") {
+  node n(1);
+  replicated_log l;
+  l.append(make_write(2, 1, "a.txt", "a"));
+  l.catch_up(n);
+  REQUIRE_FALSE(n.sm->persist());
+  // Applied but not persisted when the node crashes.
+  l.append(make_write(2, 2, "b.txt", "b"));
+  l.append(make_write(2, 3, "a.txt", "a2", 1));
+  command rename = make(command_kind::rename, 2, 4, "b.txt", 2);
+  rename.target = "c.txt";
+  l.append(rename);
+  l.append(make(command_kind::remove, 2, 5, "a.txt", 3));
+  command mkdir = make(command_kind::mkdir, 2, 6, "dir");
+  mkdir.mode = 0755;
+  l.append(mkdir);
+  l.catch_up(n);
+  std::string tree = n.io->dump();
+  n.restart();
+  CHECK(n.sm->applied_index() == 1);
+  for (const auto& r : l.catch_up(n)) {
+    INFO(r.reason);
+    CHECK(r.preserved.empty());  // nothing mistaken for a local edit
+  }
+  CHECK(n.io->dump() == tree);
+  auto report = scan(*n.sm, "");
+  REQUIRE(report.has_value());
+  CHECK(report->changed.empty());
+}
+
+TEST_CASE("a failed apply records nothing and can be retried", "[folder][apply]") {
+  node n(1);
+  n.io->fail_mutations_after(1, std::make_error_code(std::errc::no_space_on_device));
+  auto r = n.sm->apply(1, make_write(2, 1, "dir/f", "x"));  // mkdir succeeds, the write fails
+  CHECK(r.status == apply_status::failed);
+  CHECK(r.error == std::errc::no_space_on_device);
+  CHECK(n.sm->applied_index() == 0);
+  CHECK(n.sm->committed().empty());
+  n.io->fail_mutations_after(0, {});
+  CHECK(n.sm->apply(1, make_write(2, 1, "dir/f", "x")).status == apply_status::applied);
+  CHECK(n.io->content("dir/f") == "x");
+}
+
+TEST_CASE("a corrupt state file is reported, not trusted", "[folder][restart]") {
+  node n(1);
+  n.sm->apply(1, make_write(2, 1, "f", "x"));
+  REQUIRE_FALSE(n.sm->persist());
+  std::string bytes = n.io->content(".raftsync/folder-state");
+  bytes[bytes.size() / 2] ^= 0x55;
+  REQUIRE_FALSE(n.io->write_file_atomic(".raftsync/folder-state", bytes, 0600, 0));
+  state_machine again(small_config(1), *n.io, *n.io);
+  CHECK(again.open() == make_error_code(errc::corrupt));
+}
+
+TEST_CASE("sequence numbers never repeat across restarts", "[folder][restart]") {
+  node n(1);
+  auto a = n.sm->next_sequence();
+  auto b = n.sm->next_sequence();
+  CHECK(b > a);
+  n.restart();
+  CHECK(n.sm->next_sequence() > b);
+}
+
+TEST_CASE("echo suppression: 10,000 applied changes produce zero proposals", "[folder][echo]") {
+  node n(1);
+  replicated_log l;
+  std::uint64_t seq = 0;
+  for (int i = 0; l.entries.size() < 10000; ++i) {
+    std::string path = "d" + std::to_string(i % 50) + "/f" + std::to_string(i % 2000);
+    switch (i % 10) {
+      case 7: {
+        if (n.sm->committed().find(path) == nullptr) break;
+        command chmod = make(command_kind::set_mode, 2, ++seq, path);
+        chmod.mode = 0600;
+        l.append(chmod);
+        break;
+      }
+      case 9: {
+        const manifest_entry* e = n.sm->committed().find(path);
+        if (e == nullptr) break;
+        l.append(make(command_kind::remove, 2 + (i % 2), ++seq, path, e->version));
+        break;
+      }
+      default: {
+        const manifest_entry* e = n.sm->committed().find(path);
+        l.append(make_write(2 + (i % 2), ++seq, path, "content " + std::to_string(i),
+                            e != nullptr ? e->version : 0));
+      }
+    }
+    // Apply as it commits and check every watcher event the apply causes.
+    for (const auto& r : l.catch_up(n)) {
+      REQUIRE(r.status != apply_status::rejected);
+      for (const auto& w : r.written) {
+        auto st = n.io->lstat(w.path);
+        if (st) REQUIRE(n.sm->is_echo(w.path, *st));
+      }
+      for (const auto& p : r.removed) {
+        auto st = n.io->lstat(p);
+        file_stat seen = st ? *st : file_stat{};
+        REQUIRE(n.sm->is_echo(p, seen));
+      }
+    }
+  }
+  CHECK(l.entries.size() == 10000);
+  // Every path the apply touched, re-read as a watcher event would: nothing to propose.
+  std::size_t proposals = 0;
+  for (const auto& [path, entry] : n.sm->committed().entries()) {
+    auto plan = n.reader->read_change(path);
+    REQUIRE(plan.has_value());
+    proposals += plan->commands.size() + (plan->upload ? 1 : 0);
+  }
+  CHECK(proposals == 0);
+  auto report = scan(*n.sm, "");
+  REQUIRE(report.has_value());
+  CHECK(report->changed.empty());
+}
+
+TEST_CASE("a user edit is not an echo", "[folder][echo]") {
+  node n(1);
+  n.sm->apply(1, make_write(2, 1, "f", "applied"));
+  n.io->user_write("f", "edited");
+  CHECK_FALSE(n.sm->is_echo("f", *n.io->lstat("f")));
+  n.io->user_write("new", "x");
+  CHECK_FALSE(n.sm->is_echo("new", *n.io->lstat("new")));
+  CHECK(n.sm->is_echo("gone", file_stat{}));
+  CHECK(n.sm->is_echo(".raftsync/folder-state", *n.io->lstat(".raftsync/folder-state")));
+}
