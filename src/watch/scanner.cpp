@@ -5,7 +5,7 @@
 #include <utility>
 
 #if defined(_WIN32)
-#include <chrono>
+#include <windows.h>
 #else
 #include <dirent.h>
 #include <fcntl.h>
@@ -39,61 +39,77 @@ void erase_subtree(snapshot& tree, const fs::path& relative) {
 
 #if defined(_WIN32)
 
+// Windows: FindFirstFileW gives kind, attributes, size and 100 ns timestamps in one call per
+// entry (std::filesystem's last_write_time goes through _wstat64 under mingw: 1 s resolution,
+// too coarse to see a rewrite). There is no ctime and no cheap file id: the creation time
+// stands in for the file id (a file replaced by rename is a new file with a new creation time).
 namespace {
-std::optional<entry_info> info_from(const fs::path& absolute) {
-  std::error_code error;
-  const fs::file_status status = fs::symlink_status(absolute, error);
-  if (error || !fs::exists(status)) return std::nullopt;
+std::int64_t ticks(const FILETIME& time) {
+  return static_cast<std::int64_t>((static_cast<std::uint64_t>(time.dwHighDateTime) << 32) |
+                                   time.dwLowDateTime) *
+         100;
+}
+
+entry_info info_from(const WIN32_FIND_DATAW& data) {
   entry_info info;
-  switch (status.type()) {
-    case fs::file_type::regular:
-      info.kind = fs_kind::file;
-      break;
-    case fs::file_type::directory:
-      info.kind = fs_kind::directory;
-      break;
-    case fs::file_type::symlink:
-      info.kind = fs_kind::symlink;
-      break;
-    default:
-      info.kind = fs_kind::other;
-      break;
+  if ((data.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT) &&
+      (data.dwReserved0 == IO_REPARSE_TAG_SYMLINK ||
+       data.dwReserved0 == IO_REPARSE_TAG_MOUNT_POINT)) {
+    info.kind = fs_kind::symlink;
+  } else if (data.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) {
+    info.kind = fs_kind::directory;
+  } else if (data.dwFileAttributes & FILE_ATTRIBUTE_DEVICE) {
+    info.kind = fs_kind::other;
+  } else {
+    info.kind = fs_kind::file;
   }
-  info.mode = static_cast<std::uint32_t>(status.permissions());
-  if (info.kind == fs_kind::file) {
-    const auto size = fs::file_size(absolute, error);
-    if (!error) info.size = size;
-  }
-  if (info.kind != fs_kind::symlink) {
-    const auto time = fs::last_write_time(absolute, error);
-    if (!error) {
-      info.mtime_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
-    }
-  }
+  info.size = (static_cast<std::uint64_t>(data.nFileSizeHigh) << 32) | data.nFileSizeLow;
+  info.mtime_ns = ticks(data.ftLastWriteTime);
+  info.file_id = static_cast<std::uint64_t>(ticks(data.ftCreationTime));
+  // Attribute bits that a user changes (read-only, hidden, system, archive is noise).
+  info.mode = data.dwFileAttributes &
+              (FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM);
   return info;
 }
 
 void scan_directory(const fs::path& root, const fs::path& relative_dir, const ignore_rules& ignore,
                     snapshot& out, const directory_visitor& visit) {
   if (visit) visit(relative_dir);
-  std::error_code error;
-  fs::directory_iterator it(root / relative_dir, error);
-  if (error) return;
-  for (; it != fs::directory_iterator(); it.increment(error)) {
-    if (error) break;
-    const fs::path relative = relative_dir / it->path().filename();
+  const fs::path pattern = (relative_dir.empty() ? root : root / relative_dir) / L"*";
+  WIN32_FIND_DATAW data;
+  HANDLE find = ::FindFirstFileExW(pattern.c_str(), FindExInfoBasic, &data, FindExSearchNameMatch,
+                                   nullptr, FIND_FIRST_EX_LARGE_FETCH);
+  if (find == INVALID_HANDLE_VALUE) return;
+  std::vector<fs::path> subdirectories;
+  do {
+    const wchar_t* name = data.cFileName;
+    if (name[0] == L'.' && (name[1] == L'\0' || (name[1] == L'.' && name[2] == L'\0'))) continue;
+    fs::path relative = relative_dir / name;
     if (ignore.ignored(relative)) continue;
-    std::optional<entry_info> info = info_from(it->path());
-    if (!info) continue;
-    out[relative] = *info;
-    if (info->kind == fs_kind::directory) scan_directory(root, relative, ignore, out, visit);
-  }
+    const entry_info info = info_from(data);
+    out[relative] = info;
+    if (info.kind == fs_kind::directory) subdirectories.push_back(std::move(relative));
+  } while (::FindNextFileW(find, &data));
+  ::FindClose(find);
+  for (const fs::path& relative : subdirectories)
+    scan_directory(root, relative, ignore, out, visit);
 }
 }  // namespace
 
 std::optional<entry_info> stat_entry(const fs::path& root, const fs::path& relative) {
-  return info_from(relative.empty() ? root : root / relative);
+  if (relative.empty()) {
+    std::error_code error;
+    if (!fs::is_directory(root, error)) return std::nullopt;
+    entry_info info;
+    info.kind = fs_kind::directory;
+    return info;
+  }
+  WIN32_FIND_DATAW data;
+  HANDLE find = ::FindFirstFileExW((root / relative).c_str(), FindExInfoBasic, &data,
+                                   FindExSearchNameMatch, nullptr, 0);
+  if (find == INVALID_HANDLE_VALUE) return std::nullopt;
+  ::FindClose(find);
+  return info_from(data);
 }
 
 std::error_code scan_tree(const fs::path& root, const fs::path& relative_dir,
@@ -105,7 +121,7 @@ std::error_code scan_tree(const fs::path& root, const fs::path& relative_dir,
     return error ? error : std::make_error_code(std::errc::not_a_directory);
   }
   if (!relative_dir.empty()) {
-    if (std::optional<entry_info> info = info_from(top)) out[relative_dir] = *info;
+    if (std::optional<entry_info> info = stat_entry(root, relative_dir)) out[relative_dir] = *info;
   }
   scan_directory(root, relative_dir, ignore, out, visit);
   return {};

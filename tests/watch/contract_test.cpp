@@ -22,11 +22,14 @@ struct contract_fixture {
       : which(which_backend), options(std::move(watch_opts)) {}
   ~contract_fixture() { stop(); }
 
-  void start() {
+  // With `stalled`, the sink blocks in its first call until stall.open(): the backend stops
+  // processing events, so whatever the test does meanwhile races ahead of the watcher.
+  void start(bool stalled = false) {
     auto made = make_watcher(which, options);
     REQUIRE(made.has_value());
     active = std::move(*made);
-    const std::error_code error = active->start(folder.path(), events.sink());
+    const std::error_code error =
+        active->start(folder.path(), stalled ? stall.wrap(events.sink()) : events.sink());
     INFO("start: " << error.message());
     REQUIRE(!error);
     model = std::make_unique<consumer_model>(folder.path(), options.ignore);
@@ -34,6 +37,7 @@ struct contract_fixture {
 
   void stop() {
     if (!active) return;
+    stall.open();
     active->stop();
     events.close();
   }
@@ -52,6 +56,7 @@ struct contract_fixture {
   fs::path operator/(const fs::path& relative) const { return folder / relative; }
 
   temp_folder folder;
+  gate stall;
   backend which;
   watch_options options;
   collector events;
@@ -123,16 +128,25 @@ TEST_CASE("a deep tree made with mkdir -p and filled at once is reported complet
   const backend which = GENERATE(from_range(contract_backends()));
   DYNAMIC_SECTION(name_of(which)) {
     contract_fixture f(which);
-    f.start();
+    f.start(/*stalled=*/true);
+    write_file(f / "trigger", "t");
+    REQUIRE(f.stall.wait_entered(10s));
+    // While the backend is stalled (as if it were slow): a deep tree and files at every level,
+    // all on disk before any watch on the new directories can exist.
     fs::path deep = "a/b/c/d/e/f/g/h/i/j";
     fs::create_directories(f / deep);
-    // Immediately, before a watcher could have added its watches: files at every level.
     fs::path level;
     for (const fs::path& element : deep) {
       level /= element;
       write_file(f / level / "file.txt", level.generic_string());
     }
+    f.stall.open();
     f.settle("mkdir -p then files at every level");
+    // And at full speed, racing the watcher.
+    fs::create_directories(f / "p/q/r/s/t");
+    write_file(f / "p/q/r/s/t/u.txt", "u");
+    write_file(f / "p/q/v.txt", "v");
+    f.settle("mkdir -p then files, unstalled");
   }
 }
 

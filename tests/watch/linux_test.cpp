@@ -15,38 +15,6 @@
 namespace raftsync::watch::test {
 namespace {
 
-// A sink that blocks inside its first call until released, so the backend stops reading and
-// the kernel's inotify queue (fs.inotify.max_queued_events, 16384 by default) overflows.
-class gate {
- public:
-  event_sink wrap(event_sink inner) {
-    return [this, inner = std::move(inner)](std::vector<fs_event> batch) {
-      {
-        std::unique_lock lock(mutex_);
-        entered_ = true;
-        changed_.notify_all();
-        changed_.wait(lock, [this] { return open_; });
-      }
-      inner(std::move(batch));
-    };
-  }
-  bool wait_entered(std::chrono::milliseconds timeout) {
-    std::unique_lock lock(mutex_);
-    return changed_.wait_for(lock, timeout, [this] { return entered_; });
-  }
-  void open() {
-    std::lock_guard lock(mutex_);
-    open_ = true;
-    changed_.notify_all();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  bool entered_ = false;
-  bool open_ = false;
-};
-
 bool has_rescan(const std::vector<fs_event>& events) {
   return std::any_of(events.begin(), events.end(),
                      [](const fs_event& e) { return e.effect == fs_effect::rescan_required; });

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -210,6 +211,38 @@ class collector {
   bool closed_ = false;
 };
 
+// A sink that blocks inside its first call until released, so the backend stops reading and
+// the kernel's inotify queue (fs.inotify.max_queued_events, 16384 by default) overflows.
+class gate {
+ public:
+  event_sink wrap(event_sink inner) {
+    return [this, inner = std::move(inner)](std::vector<fs_event> batch) {
+      {
+        std::unique_lock lock(mutex_);
+        entered_ = true;
+        changed_.notify_all();
+        changed_.wait(lock, [this] { return open_; });
+      }
+      inner(std::move(batch));
+    };
+  }
+  bool wait_entered(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, timeout, [this] { return entered_; });
+  }
+  void open() {
+    std::lock_guard lock(mutex_);
+    open_ = true;
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool entered_ = false;
+  bool open_ = false;
+};
+
 // The consumer: starts from a full read of the disk and then re-reads only what events name
 // (the entry itself for create/modify/remove/attributes — a new directory's contents must be
 // reported by their own events —, the subtree for a rename's both paths and for a rescan).
@@ -222,6 +255,8 @@ class consumer_model {
 
   void apply(const fs_event& event) {
     ++applied_;
+    static const bool trace = std::getenv("RAFTSYNC_WATCH_TRACE") != nullptr;
+    if (trace) std::fprintf(stderr, "event: %s\n", describe(event).c_str());
     // Contract: paths are relative and never leave the root.
     for (const fs::path* path : {&event.path, &event.old_path}) {
       if (path->is_absolute()) violations_.push_back("absolute path: " + describe(event));
@@ -266,7 +301,8 @@ class consumer_model {
       for (const fs_event& event : events.take())
         apply(event);
       const auto now = std::chrono::steady_clock::now();
-      if (now - last_check >= 100ms || !events.wait_for_events(0ms)) {
+      // Re-read the disk when the events paused, or once a second during a long stream.
+      if (now - last_check >= 1s || !events.wait_for_events(0ms)) {
         last_check = now;
         if (state_ == read_disk(root_, ignore_)) return true;
       }
