@@ -6,7 +6,10 @@
 // N proposals outstanding, each commit issues the next), a paced mode (one proposal at a time at
 // a fixed rate), and a raw TCP ping-pong round trip in the same run as the floor.
 //
-//   raft_tcp_bench [--seconds S] [--paced-rate N] [--json FILE] [--tls]
+// With --durable DIR (when built with the storage module) the same matrix runs again on a second
+// cluster whose nodes persist through durable_storage in DIR (one fdatasync per ready).
+//
+//   raft_tcp_bench [--seconds S] [--paced-rate N] [--json FILE] [--durable DIR]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -27,6 +30,13 @@
 
 #include "raft_tcp_driver.hpp"
 
+#ifdef RAFTSYNC_BENCH_DURABLE
+#include <filesystem>
+
+#include "raftsync/storage/durable_storage.hpp"
+#include "raftsync/storage/file_io.hpp"
+#endif
+
 using namespace raftsync;
 using namespace raftsync::transport;
 using namespace raftsync::transport::test;
@@ -38,6 +48,7 @@ struct options {
   double seconds = 2.0;
   int paced_rate = 1000;  // proposals per second in paced mode
   std::string json;
+  std::string durable_dir;  // non-empty: also run with durable_storage (fdatasync) there
 };
 
 struct latency_summary {
@@ -67,6 +78,12 @@ struct result_row {
   latency_summary latency;
   std::uint64_t errors = 0;
 };
+
+result_row labelled(result_row row, const std::string& label, const std::string& key) {
+  row.name = label + row.name;
+  row.key = key + row.key;
+  return row;
+}
 
 // --- Raw TCP ping-pong: the floor any request/response over loopback pays. ----------------
 result_row tcp_ping_pong(std::size_t payload, int rounds) {
@@ -110,6 +127,27 @@ result_row tcp_ping_pong(std::size_t payload, int rounds) {
   row.latency = summarize(std::move(ns));
   return row;
 }
+
+#ifdef RAFTSYNC_BENCH_DURABLE
+// durable_storage (segmented log, one fdatasync per ready) behind the driver's storage seam.
+class durable_node_storage final : public node_storage {
+ public:
+  durable_node_storage(raftsync::storage::file_io& io, std::filesystem::path dir)
+      : storage_(io, std::move(dir)) {
+    open_error_ = storage_.open();
+  }
+  const raft::storage& reader() const override { return storage_; }
+  std::error_code bootstrap(const raft::conf_state& conf) override {
+    if (open_error_) return open_error_;
+    return storage_.bootstrap(conf);
+  }
+  std::error_code save(const raft::ready& rd) override { return storage_.save(rd); }
+
+ private:
+  raftsync::storage::durable_storage storage_;
+  std::error_code open_error_;
+};
+#endif
 
 // --- Raft runs, driven on the leader's thread. -------------------------------------------
 
@@ -233,40 +271,11 @@ class bench {
   std::uint64_t next_run_id_ = 0;
 };
 
-std::string json_number(double v) {
-  return fmt::format("{:.1f}", v);
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--seconds") {
-      opt.seconds = std::stod(next());
-    } else if (a == "--paced-rate") {
-      opt.paced_rate = std::stoi(next());
-    } else if (a == "--json") {
-      opt.json = next();
-    } else {
-      std::fprintf(stderr,
-                   "usage: raft_tcp_bench [--seconds S per shape] [--paced-rate N/s] "
-                   "[--json FILE]\n");
-      return 2;
-    }
-  }
-
-  std::vector<result_row> rows;
-  rows.push_back(tcp_ping_pong(256, 20000));
-
+// Runs the whole matrix on a fresh 3-node cluster; rows are labelled with `label`/`key`
+// prefixes. `storage` makes each node's storage (empty: memory_storage).
+bool run_cluster(const options& opt, const std::string& label, const std::string& key,
+                 const std::function<std::unique_ptr<node_storage>(node_id)>& storage,
+                 std::vector<result_row>& rows) {
   // The bench's leader thread calls into `b`; created before the nodes run.
   raft_tcp_node* leader_node = nullptr;
   std::unique_ptr<bench> b;
@@ -293,10 +302,11 @@ int main(int argc, char** argv) {
           if (id != leader_id.load()) return;
           if (bench* p = bench_ptr.load()) p->on_apply(e);
         };
-      });
+      },
+      storage);
   if (nodes.size() != 3) {
-    std::fprintf(stderr, "could not start the cluster\n");
-    return 1;
+    std::fprintf(stderr, "could not start the %scluster\n", label.c_str());
+    return false;
   }
   const auto wait_start = steady::now();
   while (leader_node == nullptr) {
@@ -304,7 +314,7 @@ int main(int argc, char** argv) {
       if (n->is_leader()) leader_node = n.get();
     if (steady::now() - wait_start > std::chrono::seconds(10)) {
       std::fprintf(stderr, "no leader elected within 10 s\n");
-      return 1;
+      return false;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -315,12 +325,77 @@ int main(int argc, char** argv) {
   (void)b->measure(256, 8, false, 0, 0.3);  // warm-up (connections, allocator, caches)
   for (std::size_t payload : {std::size_t{256}, std::size_t{4096}})
     for (int concurrency : {1, 8, 32})
-      rows.push_back(b->measure(payload, concurrency, false, 0, opt.seconds));
+      rows.push_back(labelled(b->measure(payload, concurrency, false, 0, opt.seconds), label, key));
   for (std::size_t payload : {std::size_t{256}, std::size_t{4096}})
-    rows.push_back(b->measure(payload, 1, true, opt.paced_rate, opt.seconds));
+    rows.push_back(labelled(b->measure(payload, 1, true, opt.paced_rate, opt.seconds), label, key));
   bench_ptr.store(nullptr);
   for (auto& n : nodes)
     n->stop();
+  for (auto& n : nodes)
+    if (n->save_error()) {
+      std::fprintf(stderr, "node %llu: storage failed: %s\n",
+                   static_cast<unsigned long long>(n->id()), n->save_error().message().c_str());
+      return false;
+    }
+  return true;
+}
+
+std::string json_number(double v) {
+  return fmt::format("{:.1f}", v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options opt;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--seconds") {
+      opt.seconds = std::stod(next());
+    } else if (a == "--paced-rate") {
+      opt.paced_rate = std::stoi(next());
+    } else if (a == "--json") {
+      opt.json = next();
+#ifdef RAFTSYNC_BENCH_DURABLE
+    } else if (a == "--durable") {
+      opt.durable_dir = next();
+#endif
+    } else {
+      std::fprintf(stderr,
+                   "usage: raft_tcp_bench [--seconds S per shape] [--paced-rate N/s] "
+                   "[--json FILE] [--durable DIR]\n");
+      return 2;
+    }
+  }
+
+  std::vector<result_row> rows;
+  rows.push_back(tcp_ping_pong(256, 20000));
+  if (!run_cluster(opt, "", "", {}, rows)) return 1;
+#ifdef RAFTSYNC_BENCH_DURABLE
+  if (!opt.durable_dir.empty()) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::remove_all(opt.durable_dir, ec);
+    fs::create_directories(opt.durable_dir, ec);
+    raftsync::storage::real_file_io io;
+    const bool ok = run_cluster(
+        opt, "durable ", "durable_",
+        [&](node_id id) -> std::unique_ptr<node_storage> {
+          return std::make_unique<durable_node_storage>(
+              io, fs::path(opt.durable_dir) / fmt::format("node-{}", id));
+        },
+        rows);
+    fs::remove_all(opt.durable_dir, ec);
+    if (!ok) return 1;
+  }
+#endif
 
   std::printf("%-34s %12s %10s %10s %10s %9s %7s\n", "shape", "commits/s", "p50 us", "p99 us",
               "max us", "samples", "errors");

@@ -737,8 +737,10 @@ class tcp_transport::impl : public std::enable_shared_from_this<impl> {
   void on_read(const std::shared_ptr<connection>& c, boost::system::error_code ec, std::size_t n) {
     if (c->state == conn_state::closed) return;
     if (ec) {
-      if (ec == asio::error::eof)
-        fail(c, "closed by the peer", true, log_level::info);
+      // A peer going away (orderly or by reset) is routine: logged at info, not as a warning.
+      if (ec == asio::error::eof || ec == asio::error::connection_reset)
+        fail(c, ec == asio::error::eof ? "closed by the peer" : "reset by the peer", true,
+             log_level::info);
       else
         fail(c, fmt::format("read failed: {}", ec.message()), true);
       return;

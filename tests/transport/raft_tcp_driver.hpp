@@ -24,6 +24,35 @@
 
 namespace raftsync::transport::test {
 
+// What the driver needs from a node's storage: the read side for the core, a bootstrap for a new
+// member, and persisting one ready (hard state, entries, snapshot) before its messages are sent.
+class node_storage {
+ public:
+  virtual ~node_storage() = default;
+  virtual const raft::storage& reader() const = 0;
+  virtual std::error_code bootstrap(const raft::conf_state& conf) = 0;
+  virtual std::error_code save(const raft::ready& rd) = 0;
+};
+
+class memory_node_storage final : public node_storage {
+ public:
+  const raft::storage& reader() const override { return storage_; }
+  std::error_code bootstrap(const raft::conf_state& conf) override {
+    storage_.bootstrap(conf);
+    return {};
+  }
+  std::error_code save(const raft::ready& rd) override {
+    if (!rd.snapshot.empty())
+      if (auto ec = storage_.apply_snapshot(rd.snapshot)) return ec;
+    if (auto ec = storage_.append(rd.entries)) return ec;
+    if (rd.hard) storage_.set_hard_state(*rd.hard);
+    return {};
+  }
+
+ private:
+  raft::memory_storage storage_;
+};
+
 struct raft_tcp_options {
   std::chrono::milliseconds tick{10};
   std::uint32_t election_ticks = 10;
@@ -36,18 +65,28 @@ class raft_tcp_node {
   // Called on the node's thread for every committed entry, in log order.
   using apply_function = std::function<void(const raft::entry&)>;
 
+  // `storage` defaults to a memory_node_storage.
   raft_tcp_node(node_id id, std::vector<node_id> voters, tcp_transport_config transport_config,
-                raft_tcp_options options)
-      : id_(id), options_(options), tick_timer_(context_) {
-    storage_.bootstrap(raft::conf_state{std::move(voters), {}});
+                raft_tcp_options options, std::unique_ptr<node_storage> storage = nullptr)
+      : id_(id),
+        options_(options),
+        tick_timer_(context_),
+        storage_(storage ? std::move(storage) : std::make_unique<memory_node_storage>()) {
+    if (auto ec = storage_->bootstrap(raft::conf_state{std::move(voters), {}})) {
+      create_error_ = ec;
+      return;
+    }
     raft::config cfg;
     cfg.id = id;
     cfg.election_ticks = options.election_ticks;
     cfg.heartbeat_ticks = options.heartbeat_ticks;
     cfg.random_seed = options.random_seed * 1000 + id;
-    auto node = raft::raw_node::create(cfg, storage_);
-    create_error_ = node.error();
-    if (node) node_.emplace(std::move(*node));
+    auto node = raft::raw_node::create(cfg, storage_->reader());
+    if (!node) {
+      create_error_ = node.error();
+      return;
+    }
+    node_.emplace(std::move(*node));
     transport_config.id = id;
     auto transport = tcp_transport::create(context_.get_executor(), std::move(transport_config));
     if (!transport) {
@@ -66,6 +105,8 @@ class raft_tcp_node {
   ~raft_tcp_node() { stop(); }
 
   std::error_code create_error() const { return create_error_; }
+  // Node-thread only (or after stop()): the error that stopped the node, if any.
+  std::error_code save_error() const { return save_error_; }
 
   // Binds the listener (port readable with port() afterwards); the node does not run yet.
   std::error_code listen() { return transport_->start(); }
@@ -138,9 +179,13 @@ class raft_tcp_node {
         leader_.store(rd.soft->leader);
         role_leader_.store(rd.soft->role == raft::role::leader);
       }
-      if (!rd.snapshot.empty()) (void)storage_.apply_snapshot(rd.snapshot);
-      (void)storage_.append(rd.entries);
-      if (rd.hard) storage_.set_hard_state(*rd.hard);
+      if (auto ec = storage_->save(rd)) {
+        // A storage that cannot persist must not send or apply (see durable_storage.hpp); this
+        // test driver simply stops the node's progress.
+        save_error_ = ec;
+        stopped_ = true;
+        return;
+      }
       for (auto& m : rd.messages)
         transport_->send(envelope{id_, m.to, std::move(m)});
       for (const auto& e : rd.committed_entries) {
@@ -160,10 +205,11 @@ class raft_tcp_node {
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::thread thread_;
   boost::asio::steady_timer tick_timer_;
-  raft::memory_storage storage_;
+  std::unique_ptr<node_storage> storage_;
   std::optional<raft::raw_node> node_;
   std::unique_ptr<tcp_transport> transport_;
   std::error_code create_error_;
+  std::error_code save_error_;
   apply_function apply_;
   bool ready_scheduled_ = false;
   bool stopped_ = false;
@@ -176,13 +222,15 @@ class raft_tcp_node {
 inline std::vector<std::unique_ptr<raft_tcp_node>> make_raft_tcp_cluster(
     std::size_t n, const std::function<tcp_transport_config(node_id)>& transport_config,
     raft_tcp_options options,
-    const std::function<raft_tcp_node::apply_function(node_id)>& apply = {}) {
+    const std::function<raft_tcp_node::apply_function(node_id)>& apply = {},
+    const std::function<std::unique_ptr<node_storage>(node_id)>& storage = {}) {
   std::vector<node_id> voters;
   for (std::size_t i = 1; i <= n; ++i)
     voters.push_back(i);
   std::vector<std::unique_ptr<raft_tcp_node>> nodes;
   for (node_id id : voters) {
-    nodes.push_back(std::make_unique<raft_tcp_node>(id, voters, transport_config(id), options));
+    nodes.push_back(std::make_unique<raft_tcp_node>(id, voters, transport_config(id), options,
+                                                    storage ? storage(id) : nullptr));
     if (nodes.back()->create_error() || nodes.back()->listen()) return {};
     if (apply) nodes.back()->set_apply(apply(id));
   }
