@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh --regen-corpus  rewrite tests/transport/fuzz/corpus/ from make_corpus.cpp
 #   scripts/fuzz.sh --sanitize-tests  build the transport tests with -fsanitize=address,undefined
 #                                   (gcc, the project's CMake) and run them with ctest -L transport
+#   scripts/fuzz.sh --tsan-tests    the same with -fsanitize=thread
 #
 # Environment:
 #   FUZZ_BUILD_DIR  build folder (default: <repo>/build-fuzz)
@@ -36,11 +37,17 @@ case "${1:-}" in
     echo "wrote $(ls "$seed_corpus" | wc -l) seed files to $seed_corpus"
     exit 0
     ;;
-  --sanitize-tests)
-    asan_dir=$build_dir/asan-tests
+  --sanitize-tests | --tsan-tests)
+    if [ "$1" = --tsan-tests ]; then
+      asan_dir=$build_dir/tsan-tests
+      sanitize="-fsanitize=thread"
+    else
+      asan_dir=$build_dir/asan-tests
+      sanitize="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+    fi
     cmake -S "$root" -B "$asan_dir" -DCMAKE_BUILD_TYPE=Debug -DRAFTSYNC_WARNINGS_AS_ERRORS=ON \
       -DRAFTSYNC_BUILD_EXAMPLES=OFF -DRAFTSYNC_BUILD_BENCHMARKS=OFF \
-      -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+      -DCMAKE_CXX_FLAGS="$sanitize -fno-omit-frame-pointer"
     cmake --build "$asan_dir" -j "${JOBS:-2}" \
       --target transport_codec_test transport_tcp_test transport_raft_tcp_test
     cd "$asan_dir"
@@ -50,7 +57,7 @@ case "${1:-}" in
     ;;
   "") ;;
   *)
-    echo "usage: $0 [--regen-corpus | --sanitize-tests]" >&2
+    echo "usage: $0 [--regen-corpus | --sanitize-tests | --tsan-tests]" >&2
     exit 2
     ;;
 esac
