@@ -1,8 +1,9 @@
 // The deterministic whole-cluster simulation (label `sim`).
 //
-//   RAFTSYNC_SIM_SEEDS=N     run seeds 1..N (default 2000, split over the ctest shards)
-//   RAFTSYNC_SIM_SHARD=k/K   run only the seeds s with s % K == k (ctest runs two shards in
-//   parallel) RAFTSYNC_SIM_SEED=S      replay seed S alone, printing every event
+//   RAFTSYNC_SIM_SEEDS=N     run seeds 1..N (default 2000, split over the two ctest shards)
+//   RAFTSYNC_SIM_SHARD=k/K   run only the seeds s with s % K == k
+//   RAFTSYNC_SIM_SEED=S      replay seed S alone, printing every event
+//   RAFTSYNC_SIM_MESSAGES=1  with RAFTSYNC_SIM_SEED: also print every message delivered
 // A failure prints the seed, the violated property and the replay command.
 #include <catch2/catch.hpp>
 
@@ -81,6 +82,7 @@ TEST_CASE("random 3- and 5-node clusters keep Raft's safety properties under fau
     scenario_options o;
     o.seed = seed;
     o.log_events = replay;
+    o.log_messages = replay && std::getenv("RAFTSYNC_SIM_MESSAGES") != nullptr;
     const scenario_result r = run_random_scenario(o);
     total += r.stats;
     (r.description.rfind("nodes=3", 0) == 0 ? three : five) += 1;
