@@ -15,8 +15,9 @@ constexpr std::uint32_t state_magic = 0x53465352;  // "RSFS"
 constexpr std::uint8_t state_format_version = 1;
 constexpr std::string_view upload_prefix = ".raftsync-tmp-upload-";
 
+// Absent from the tree: no such entry, or an ancestor is not a directory (a local kind change).
 bool is_missing(const std::error_code& ec) {
-  return ec == std::errc::no_such_file_or_directory;
+  return ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory;
 }
 
 apply_result make_status(apply_result r, apply_status status, std::error_code error,
@@ -77,52 +78,29 @@ std::error_code state_machine_config::validate(std::string* reason) const {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The undo log: every manifest/upload mutation of one apply is recorded so that a `failed` apply
-// (local I/O error) leaves the replicated state exactly as it was.
-struct state_machine::disk_check {};
-
-namespace {
-struct undo_log {
-  manifest* target = nullptr;
+// The undo log: every manifest mutation of one apply is recorded so that a `failed` apply (local
+// I/O error) leaves the replicated state exactly as it was.
+struct state_machine::undo_log {
   std::vector<std::pair<std::string, std::optional<manifest_entry>>> saved;
-
-  void put(std::string path, manifest_entry entry) {
-    remember(path);
-    target->put(std::move(path), std::move(entry));
-  }
-  void erase(const std::string& path) {
-    remember(path);
-    target->erase(path);
-  }
-  void remember(const std::string& path) {
-    const manifest_entry* old = target->find(path);
-    saved.emplace_back(path, old != nullptr ? std::optional<manifest_entry>(*old) : std::nullopt);
-  }
-  void roll_back() {
-    for (auto it = saved.rbegin(); it != saved.rend(); ++it) {
-      if (it->second)
-        target->put(it->first, *it->second);
-      else
-        target->erase(it->first);
-    }
-    saved.clear();
-  }
 };
-thread_local undo_log* current_undo = nullptr;
 
-void txn_put(manifest& m, std::string path, manifest_entry entry) {
-  if (current_undo != nullptr)
-    current_undo->put(std::move(path), std::move(entry));
-  else
-    m.put(std::move(path), std::move(entry));
+void state_machine::put_entry(std::string path, manifest_entry entry) {
+  if (undo_ != nullptr) {
+    const manifest_entry* old = manifest_.find(path);
+    undo_->saved.emplace_back(path,
+                              old != nullptr ? std::optional<manifest_entry>(*old) : std::nullopt);
+  }
+  manifest_.put(std::move(path), std::move(entry));
 }
-void txn_erase(manifest& m, const std::string& path) {
-  if (current_undo != nullptr)
-    current_undo->erase(path);
-  else
-    m.erase(path);
+
+void state_machine::erase_entry(const std::string& path) {
+  if (undo_ != nullptr) {
+    const manifest_entry* old = manifest_.find(path);
+    undo_->saved.emplace_back(path,
+                              old != nullptr ? std::optional<manifest_entry>(*old) : std::nullopt);
+  }
+  manifest_.erase(path);
 }
-}  // namespace
 
 state_machine::state_machine(state_machine_config config, folder_io& tree, folder_io& state_io)
     : config_(std::move(config)), tree_(tree), state_io_(state_io) {
@@ -410,14 +388,18 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
   if (index <= applied_index_)
     return make_status(std::move(r), apply_status::duplicate, {}, "index already applied");
   undo_log undo;
-  undo.target = &manifest_;
-  current_undo = &undo;
+  undo_ = &undo;
   auto saved_uploads = uploads_;
   bool saved_needs_snapshot = needs_snapshot_;
   r = apply_command(index, value);
-  current_undo = nullptr;
+  undo_ = nullptr;
   if (r.status == apply_status::failed) {
-    undo.roll_back();
+    for (auto it = undo.saved.rbegin(); it != undo.saved.rend(); ++it) {
+      if (it->second)
+        manifest_.put(it->first, *it->second);
+      else
+        manifest_.erase(it->first);
+    }
     uploads_ = std::move(saved_uploads);
     needs_snapshot_ = saved_needs_snapshot;
     return r;
@@ -504,7 +486,9 @@ result<bool> state_machine::working_matches(std::string_view path, const manifes
                                             file_stat* seen) {
   auto st = tree_.lstat(path);
   if (!st) {
-    if (!is_missing(st.error())) return st.error();
+    // invalid_path: an ancestor is a symlink on disk (a local change); the entry is not there.
+    if (!is_missing(st.error()) && st.error() != make_error_code(errc::invalid_path))
+      return st.error();
     if (seen != nullptr) *seen = file_stat{};
     return entry == nullptr;
   }
@@ -616,13 +600,13 @@ std::error_code state_machine::ensure_parents(std::uint64_t index, const command
       if (!now) return now.error();
       d.local_inode = now->inode;
       r.written.push_back({dir, *now, {}});
-      txn_put(manifest_, dir, std::move(d));
+      put_entry(dir, std::move(d));
     } else if (need_mkdir) {
       auto now = tree_.lstat(dir);
       if (!now) return now.error();
       manifest_entry copy = *e;
       copy.local_inode = now->inode;
-      txn_put(manifest_, dir, std::move(copy));
+      put_entry(dir, std::move(copy));
       r.written.push_back({dir, *now, {}});
     }
   }
@@ -688,7 +672,7 @@ apply_result state_machine::do_write(std::uint64_t index, const command& c, appl
     }
     if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
   }
-  txn_put(manifest_, target, std::move(e));
+  put_entry(target, std::move(e));
   r.path = target;
   if (conflict)
     return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
@@ -799,7 +783,7 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
       e.local_inode = 0;
     }
     uploads_.erase(c.origin);
-    txn_put(manifest_, target, std::move(e));
+    put_entry(target, std::move(e));
     r.path = target;
     if (conflict)
       return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
@@ -873,7 +857,7 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
       if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
     }
   }
-  txn_put(manifest_, target, std::move(e));
+  put_entry(target, std::move(e));
   r.path = target;
   if (conflict)
     return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),
@@ -909,7 +893,7 @@ apply_result state_machine::do_remove(std::uint64_t, const command& c, apply_res
         return failed(std::move(r), ec, "preserving a local edit");
     }
   }
-  txn_erase(manifest_, c.path);
+  erase_entry(c.path);
   r.removed.push_back(c.path);
   return r;
 }
@@ -972,8 +956,8 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
   moved.insert(moved.begin(), c.path);
   if (dst != nullptr && !conflict) {
     for (const auto& p : manifest_.paths_below(c.target))
-      txn_erase(manifest_, p);
-    txn_erase(manifest_, c.target);
+      erase_entry(p);
+    erase_entry(c.target);
   }
   for (const auto& from : moved) {
     manifest_entry e = *manifest_.find(from);
@@ -981,14 +965,14 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
     e.version = index;
     e.origin = c.origin;
     e.sequence = c.sequence;
-    txn_erase(manifest_, from);
+    erase_entry(from);
     auto st = tree_.lstat(dest);
     if (st) {
       e.local_inode = st->inode;
       e.local_mtime_ns = st->mtime_ns;
       r.written.push_back({dest, *st, e.sha256});
     }
-    txn_put(manifest_, dest, std::move(e));
+    put_entry(dest, std::move(e));
   }
   r.from_path = c.path;
   r.path = to;
@@ -1037,7 +1021,7 @@ apply_result state_machine::do_mkdir(std::uint64_t index, const command& c, appl
   }
   e.mode = mode;
   if (auto ec = record_written(c.path, e, r)) return failed(std::move(r), ec, "lstat");
-  txn_put(manifest_, c.path, std::move(e));
+  put_entry(c.path, std::move(e));
   return r;
 }
 
@@ -1056,7 +1040,7 @@ apply_result state_machine::do_rmdir(std::uint64_t, const command& c, apply_resu
     return failed(std::move(r), ec, "rmdir");
   if (!ec)
     if (auto e2 = tree_.sync_dir(parent_path(c.path))) return failed(std::move(r), e2, "fsync dir");
-  txn_erase(manifest_, c.path);
+  erase_entry(c.path);
   r.removed.push_back(c.path);
   return r;
 }
@@ -1075,7 +1059,7 @@ apply_result state_machine::do_set_mode(std::uint64_t, const command& c, apply_r
     if (auto ec = tree_.chmod(c.path, e.mode)) return failed(std::move(r), ec, "chmod");
     if (auto ec = record_written(c.path, e, r)) return failed(std::move(r), ec, "lstat");
   }
-  txn_put(manifest_, c.path, std::move(e));
+  put_entry(c.path, std::move(e));
   return r;
 }
 
@@ -1091,7 +1075,7 @@ apply_result state_machine::do_set_mtime(std::uint64_t, const command& c, apply_
     if (auto ec = tree_.set_mtime(c.path, e.mtime_ns)) return failed(std::move(r), ec, "utimens");
     if (auto ec = record_written(c.path, e, r)) return failed(std::move(r), ec, "lstat");
   }
-  txn_put(manifest_, c.path, std::move(e));
+  put_entry(c.path, std::move(e));
   return r;
 }
 
@@ -1152,7 +1136,7 @@ apply_result state_machine::do_symlink(std::uint64_t index, const command& c, ap
     }
     if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
   }
-  txn_put(manifest_, target, std::move(e));
+  put_entry(target, std::move(e));
   r.path = target;
   if (conflict)
     return make_status(std::move(r), apply_status::conflict, make_error_code(errc::conflict),

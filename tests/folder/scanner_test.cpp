@@ -409,3 +409,64 @@ TEST_CASE("a chunk with a wrong hash and a commit of an unknown upload are rejec
   CHECK(a.sm->apply(2, commit).status == apply_status::rejected);
   CHECK_FALSE(a.io->exists("f"));
 }
+
+TEST_CASE("read_change proposes symlinks, directories, modes and kind changes", "[folder][scan]") {
+  node n(1);
+  std::uint64_t index = 0;
+  auto propose_and_apply = [&](std::string_view path) {
+    auto cs = n.changes(path);
+    for (const auto& c : cs) {
+      auto r = n.sm->apply(++index, c);
+      INFO(describe(c) << ": " << r.reason);
+      CHECK((r.status == apply_status::applied || r.status == apply_status::ignored));
+    }
+    return cs;
+  };
+  REQUIRE_FALSE(n.io->mkdir("d", 0750));
+  auto cs = propose_and_apply("d");
+  REQUIRE(cs.size() == 1);
+  CHECK(cs[0].kind == command_kind::mkdir);
+  CHECK(cs[0].mode == 0750);
+  REQUIRE_FALSE(n.io->chmod("d", 0700));
+  cs = propose_and_apply("d");
+  REQUIRE(cs.size() == 1);
+  CHECK(cs[0].kind == command_kind::set_mode);
+  REQUIRE_FALSE(n.io->symlink("../../far/away", "d/link"));
+  cs = propose_and_apply("d/link");
+  REQUIRE(cs.size() == 1);
+  CHECK(cs[0].kind == command_kind::symlink);
+  CHECK(cs[0].target == "../../far/away");
+  CHECK(n.changes("d/link").empty());
+  n.io->user_write("d/file", "x");
+  propose_and_apply("d/file");
+  // The directory becomes a file: its committed subtree is removed first.
+  REQUIRE_FALSE(remove_all(*n.io, "d"));
+  n.io->user_write("d", "now a file");
+  cs = propose_and_apply("d");
+  REQUIRE(cs.size() == 4);
+  CHECK(cs[0].kind == command_kind::remove);  // d/link (deepest first: d/link > d/file)
+  CHECK(cs[1].kind == command_kind::remove);
+  CHECK(cs[2].kind == command_kind::rmdir);
+  CHECK(cs[3].kind == command_kind::write);
+  CHECK(n.sm->committed().size() == 1);
+  CHECK(n.sm->committed().find("d")->kind == file_kind::regular);
+  CHECK(scan(*n.sm, "")->changed.empty());
+  // Internal and invalid paths are never proposed.
+  CHECK(n.reader->read_change(".raftsync/folder-state").error() ==
+        make_error_code(errc::invalid_path));
+  CHECK(n.reader->read_change("../x").error() == make_error_code(errc::invalid_path));
+}
+
+TEST_CASE("scan reports names the path rules refuse instead of proposing them", "[folder][scan]") {
+  memory_folder_io io;
+  state_machine_config config = small_config(1);
+  config.rules.windows_names = true;
+  state_machine sm(config, io, io);
+  REQUIRE_FALSE(sm.open());
+  io.user_write("ok.txt", "x");
+  io.user_write("aux.txt", "reserved on Windows");
+  auto report = scan(sm, "");
+  REQUIRE(report.has_value());
+  CHECK(report->changed == std::vector<std::string>{"ok.txt"});
+  CHECK(report->refused == std::vector<std::string>{"aux.txt"});
+}

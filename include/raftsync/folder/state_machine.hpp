@@ -194,7 +194,10 @@ class state_machine {
   std::error_code install_replicated_state(std::uint64_t index, std::string_view bytes);
 
  private:
-  struct disk_check;
+  struct undo_log;
+  // Manifest mutations during an apply go through these (recorded in undo_ for a rollback).
+  void put_entry(std::string path, manifest_entry entry);
+  void erase_entry(const std::string& path);
   apply_result apply_command(std::uint64_t index, const command& c);
   apply_result do_write(std::uint64_t index, const command& c, apply_result r);
   apply_result do_chunk(std::uint64_t index, const command& c, apply_result r);
@@ -243,6 +246,7 @@ class state_machine {
   std::uint64_t sequence_counter_ = 0;
   bool needs_snapshot_ = false;
   bool dirty_ = false;
+  undo_log* undo_ = nullptr;  // set only while apply() runs
 };
 
 }  // namespace raftsync::folder
