@@ -36,7 +36,7 @@ node_id find_leader(const std::vector<std::unique_ptr<raft_tcp_node>>& nodes,
 
 }  // namespace
 
-TEST_CASE("a three-node raft cluster over TCP elects a leader and commits", "[transport][raft]") {
+TEST_CASE("a three-node raft cluster over TCP elects a leader and commits", "[transport][raft_tcp]") {
   raft_tcp_options options;
   options.tick = std::chrono::milliseconds(10);
   options.random_seed = std::random_device{}();
