@@ -10,11 +10,14 @@
 // cluster whose nodes persist through durable_storage in DIR (one fdatasync per ready).
 //
 //   raft_tcp_bench [--seconds S] [--paced-rate N] [--json FILE] [--durable DIR]
+//                  [--only 256x1|256x8|256x32|4096x1|4096x8|4096x32|256paced|4096paced]
+//                  [--verbose]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <future>
 #include <string>
@@ -49,12 +52,29 @@ struct options {
   int paced_rate = 1000;  // proposals per second in paced mode
   std::string json;
   std::string durable_dir;  // non-empty: also run with durable_storage (fdatasync) there
+  std::string only;         // run one shape: 256x1 ... 4096x32, 256paced, 4096paced
+  bool verbose = false;     // print per-link transport metrics
 };
 
 struct latency_summary {
   double p50_us = 0, p99_us = 0, max_us = 0;
   std::size_t count = 0;
 };
+
+// CPU time consumed by this process (all threads) so far, in seconds. Less sensitive to other
+// load on the machine than wall-clock throughput.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string one, five, fifteen;
+  in >> one >> five >> fifteen;
+  return one.empty() ? "?" : one + " " + five + " " + fifteen;
+}
 
 latency_summary summarize(std::vector<std::uint64_t> ns) {
   latency_summary s;
@@ -75,6 +95,7 @@ struct result_row {
   std::string name;  // table label
   std::string key;   // json prefix
   double commits_per_s = 0;
+  double cpu_us_per_commit = 0;  // CPU time of the whole process (all 3 nodes) per commit
   latency_summary latency;
   std::uint64_t errors = 0;
 };
@@ -198,6 +219,7 @@ class bench {
     if (paced) run.pace_interval = std::chrono::nanoseconds(1'000'000'000LL / paced_rate);
     auto done = run.done.get_future();
     const auto t0 = steady::now();
+    const double cpu0 = process_cpu_seconds();
     leader_.post([this, &run, seconds] {
       current_ = &run;
       run.deadline = steady::now() + std::chrono::duration_cast<steady::duration>(
@@ -216,6 +238,7 @@ class bench {
       std::_Exit(1);
     }
     const double elapsed = std::chrono::duration<double>(steady::now() - t0).count();
+    const double cpu = process_cpu_seconds() - cpu0;
     result_row row;
     const std::string size =
         payload >= 1024 ? fmt::format("{}k", payload / 1024) : fmt::format("{}b", payload);
@@ -229,6 +252,8 @@ class bench {
     row.latency = summarize(run.latency_ns);
     row.commits_per_s = static_cast<double>(row.latency.count) / elapsed;
     row.errors = run.errors;
+    if (row.latency.count > 0)
+      row.cpu_us_per_commit = cpu * 1e6 / static_cast<double>(row.latency.count);
     return row;
   }
 
@@ -323,11 +348,31 @@ bool run_cluster(const options& opt, const std::string& label, const std::string
   bench_ptr.store(b.get());
 
   (void)b->measure(256, 8, false, 0, 0.3);  // warm-up (connections, allocator, caches)
+  auto selected = [&](const std::string& shape) { return opt.only.empty() || opt.only == shape; };
   for (std::size_t payload : {std::size_t{256}, std::size_t{4096}})
     for (int concurrency : {1, 8, 32})
-      rows.push_back(labelled(b->measure(payload, concurrency, false, 0, opt.seconds), label, key));
+      if (selected(fmt::format("{}x{}", payload, concurrency)))
+        rows.push_back(
+            labelled(b->measure(payload, concurrency, false, 0, opt.seconds), label, key));
   for (std::size_t payload : {std::size_t{256}, std::size_t{4096}})
-    rows.push_back(labelled(b->measure(payload, 1, true, opt.paced_rate, opt.seconds), label, key));
+    if (selected(fmt::format("{}paced", payload)))
+      rows.push_back(
+          labelled(b->measure(payload, 1, true, opt.paced_rate, opt.seconds), label, key));
+  if (opt.verbose) {
+    for (auto& n : nodes) {
+      for (const auto& [peer, m] : n->transport().metrics().peers)
+        std::fprintf(stderr,
+                     "node %llu -> %llu: sent %llu msgs / %llu B, received %llu msgs, dropped "
+                     "%llu, reconnects %llu\n",
+                     static_cast<unsigned long long>(n->id()),
+                     static_cast<unsigned long long>(peer),
+                     static_cast<unsigned long long>(m.messages_sent),
+                     static_cast<unsigned long long>(m.bytes_sent),
+                     static_cast<unsigned long long>(m.messages_received),
+                     static_cast<unsigned long long>(m.messages_dropped),
+                     static_cast<unsigned long long>(m.reconnects));
+    }
+  }
   bench_ptr.store(nullptr);
   for (auto& n : nodes)
     n->stop();
@@ -363,6 +408,10 @@ int main(int argc, char** argv) {
       opt.paced_rate = std::stoi(next());
     } else if (a == "--json") {
       opt.json = next();
+    } else if (a == "--only") {
+      opt.only = next();
+    } else if (a == "--verbose") {
+      opt.verbose = true;
 #ifdef RAFTSYNC_BENCH_DURABLE
     } else if (a == "--durable") {
       opt.durable_dir = next();
@@ -370,11 +419,12 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: raft_tcp_bench [--seconds S per shape] [--paced-rate N/s] "
-                   "[--json FILE] [--durable DIR]\n");
+                   "[--json FILE] [--durable DIR] [--only SHAPE] [--verbose]\n");
       return 2;
     }
   }
 
+  const std::string load_before = load_average();
   std::vector<result_row> rows;
   rows.push_back(tcp_ping_pong(256, 20000));
   if (!run_cluster(opt, "", "", {}, rows)) return 1;
@@ -397,18 +447,23 @@ int main(int argc, char** argv) {
   }
 #endif
 
-  std::printf("%-34s %12s %10s %10s %10s %9s %7s\n", "shape", "commits/s", "p50 us", "p99 us",
-              "max us", "samples", "errors");
+  const std::string load_after = load_average();
+  std::printf("load average before: %s, after: %s (%u hardware threads)\n", load_before.c_str(),
+              load_after.c_str(), std::thread::hardware_concurrency());
+  std::printf("%-34s %12s %10s %10s %10s %12s %9s %7s\n", "shape", "commits/s", "p50 us", "p99 us",
+              "max us", "cpu us/commit", "samples", "errors");
   for (const auto& r : rows) {
-    std::printf("%-34s %12s %10.1f %10.1f %10.1f %9zu %7llu\n", r.name.c_str(),
+    std::printf("%-34s %12s %10.1f %10.1f %10.1f %12s %9zu %7llu\n", r.name.c_str(),
                 r.commits_per_s > 0 ? fmt::format("{:.0f}", r.commits_per_s).c_str() : "-",
-                r.latency.p50_us, r.latency.p99_us, r.latency.max_us, r.latency.count,
-                static_cast<unsigned long long>(r.errors));
+                r.latency.p50_us, r.latency.p99_us, r.latency.max_us,
+                r.cpu_us_per_commit > 0 ? fmt::format("{:.1f}", r.cpu_us_per_commit).c_str() : "-",
+                r.latency.count, static_cast<unsigned long long>(r.errors));
   }
   if (!opt.json.empty()) {
     std::ofstream out(opt.json);
     out << "{\n  \"benchmark\": \"raft_tcp_bench\",\n  \"seconds_per_shape\": " << opt.seconds
-        << ",\n  \"paced_rate_per_s\": " << opt.paced_rate;
+        << ",\n  \"paced_rate_per_s\": " << opt.paced_rate << ",\n  \"load_average_before\": \""
+        << load_before << "\",\n  \"load_average_after\": \"" << load_after << "\"";
     for (const auto& r : rows) {
       if (r.commits_per_s > 0)
         out << ",\n  \"" << r.key << "_commits_per_s\": " << json_number(r.commits_per_s);
@@ -416,6 +471,8 @@ int main(int argc, char** argv) {
       out << ",\n  \"" << lat << "_us_p50\": " << json_number(r.latency.p50_us);
       out << ",\n  \"" << lat << "_us_p99\": " << json_number(r.latency.p99_us);
       out << ",\n  \"" << lat << "_us_max\": " << json_number(r.latency.max_us);
+      if (r.cpu_us_per_commit > 0)
+        out << ",\n  \"" << r.key << "_cpu_us_per_commit\": " << json_number(r.cpu_us_per_commit);
       if (r.errors > 0) out << ",\n  \"" << r.key << "_errors\": " << r.errors;
     }
     out << "\n}\n";
