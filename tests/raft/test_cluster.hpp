@@ -85,6 +85,12 @@ class cluster {
 
   // Drops every message for which it returns true.
   std::function<bool(const message&)> drop;
+  // Chooses which queued message to deliver next (index < size); default FIFO.
+  std::function<std::size_t(std::size_t)> pick;
+  // Re-queues a copy of a delivered message when it returns true (duplication).
+  std::function<bool(const message&)> duplicate;
+  // Called after every delivered message and every tick (e.g. global safety checks).
+  std::function<void()> after_step;
   // When true, snapshot messages are kept in held_snapshots instead of being delivered.
   bool hold_snapshots = false;
   std::vector<message> held_snapshots;
@@ -141,8 +147,11 @@ class cluster {
   bool deliver_one() {
     process_all();
     if (queue_.empty()) return false;
-    message m = std::move(queue_.front());
-    queue_.pop_front();
+    std::size_t at = pick ? pick(queue_.size()) : 0;
+    if (at >= queue_.size()) at = 0;
+    message m = std::move(queue_[at]);
+    queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(at));
+    if (duplicate && duplicate(m)) queue_.push_back(m);
     deliver(std::move(m));
     return true;
   }
@@ -164,8 +173,12 @@ class cluster {
     return out;
   }
   void deliver(message m) {
-    if (drop && drop(m)) return;
-    if (isolated_.count(m.from) || isolated_.count(m.to)) return;
+    const bool lost = (drop && drop(m)) || isolated_.count(m.from) > 0 || isolated_.count(m.to) > 0;
+    if (lost) {
+      // The application learns that streaming the snapshot failed and tells the core.
+      if (m.type == message_type::snapshot) report_snapshot(m, false);
+      return;
+    }
     auto it = nodes_.find(m.to);
     if (it == nodes_.end() || it->second->down) {
       if (m.type == message_type::snapshot) report_snapshot(m, false);
@@ -177,11 +190,17 @@ class cluster {
         return;
       }
       // The application streams the data out of band, then steps the message.
-      it->second->incoming[m.snapshot.index] = app(m.from).snapshot_data;
+      // (The toy state at index i is the first i applied entries; the sender has applied at
+      // least up to any snapshot it sends.)
+      const auto& source = app(m.from).applied;
+      REQUIRE(source.size() >= m.snapshot.index);
+      it->second->incoming[m.snapshot.index].assign(
+          source.begin(), source.begin() + static_cast<std::ptrdiff_t>(m.snapshot.index));
     }
     ++delivered;
     (void)it->second->node->step(m);
     it->second->node->check_invariants();
+    if (after_step) after_step();
     if (m.type == message_type::snapshot) report_snapshot(m, true);
   }
 
@@ -190,6 +209,7 @@ class cluster {
       if (app(id).down) return;
       node(id).tick();
       node(id).check_invariants();
+      if (after_step) after_step();
       process(id);
     }
   }
@@ -200,6 +220,7 @@ class cluster {
         if (n->down) continue;
         n->node->tick();
         n->node->check_invariants();
+        if (after_step) after_step();
       }
       stabilize();
     }

@@ -46,6 +46,12 @@ class inflights {
     if (count_ == 0) start_ = 0;
   }
 
+  // Frees the oldest message (used when a heartbeat shows the follower is alive but the window
+  // is still full: its appends were probably lost, and one more append will reveal the gap).
+  void free_first_one() noexcept {
+    if (count_ > 0) free_le(buffer_[start_].index);
+  }
+
   bool full() const noexcept { return full_by_count() || bytes_ >= max_bytes_; }
   std::uint32_t count() const noexcept { return count_; }
   std::uint64_t size_bytes() const noexcept { return bytes_; }

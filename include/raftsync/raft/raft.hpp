@@ -548,7 +548,8 @@ class raft_core {
         leader_read_index(std::move(m));
         return {};
       case message_type::transfer_leader:
-        return leader_transfer(m.from);
+        // The transferee travels in reject_hint ("hinted node"); etcd-style senders use from.
+        return leader_transfer(m.reject_hint != no_node ? m.reject_hint : m.from);
       default:
         break;
     }
@@ -707,6 +708,8 @@ class raft_core {
   void handle_heartbeat_response(const message& m, progress& pr) {
     pr.recent_active = true;
     pr.probe_sent = false;
+    // Lost appends in replicate state would otherwise stall a full window forever.
+    if (pr.state == progress_state::replicate && pr.in_flight.full()) pr.in_flight.free_first_one();
     if (pr.match < log_.last_index() || pr.state == progress_state::probe) send_append(m.from);
     if (m.context.size() == 8) {
       std::uint64_t seq = 0;
@@ -720,8 +723,7 @@ class raft_core {
 
   // ------------------------------------------------------------------------ sending (§5.3)
   void send(message m) {
-    // A forwarded transfer_leader keeps its `from` (the transferee), as in etcd-io/raft.
-    if (m.from == no_node) m.from = id_;
+    m.from = id_;
     const bool explicit_term = m.type == message_type::vote || m.type == message_type::pre_vote ||
                                m.type == message_type::vote_response ||
                                m.type == message_type::pre_vote_response;
@@ -967,6 +969,7 @@ class raft_core {
       case message_type::transfer_leader:
         if (lead_ == no_node) return errc::not_leader;
         m.to = lead_;
+        if (m.reject_hint == no_node) m.reject_hint = m.from;
         send(std::move(m));
         return {};
       case message_type::timeout_now:

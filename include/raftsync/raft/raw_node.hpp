@@ -123,9 +123,11 @@ class raw_node {  // movable, not copyable; one thread at a time
   // request. errc::not_leader if no leader is known; errc::not_found if this node is the leader
   // and transferee is not a voter. The transfer aborts after an election timeout.
   std::error_code transfer_leadership(node_id transferee) {
+    if (transferee == no_node) return errc::not_found;
     message m;
     m.type = message_type::transfer_leader;
-    m.from = transferee;
+    m.from = core_.id();
+    m.reject_hint = transferee;
     return core_.step(std::move(m));
   }
 
