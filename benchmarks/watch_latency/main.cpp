@@ -3,10 +3,11 @@
 //
 //   watch_latency [--events N] [--burst N] [--poll-ms N] [--dir DIR] [--json FILE]
 //
-// Latency: one small file at a time (open, write 16 bytes, close), the clock starts just before
-// close() and stops when the sink receives an event naming that file; the next file is written
-// only after that. An event that arrived before close() (libuv reports the write itself)
-// counts as 0 µs and is counted as "early". Burst: N files written as fast as possible into one
+// Latency: one existing small file at a time is rewritten (open with O_TRUNC, write 16 bytes,
+// close); the clock starts just before close() and stops when the sink receives the first event
+// naming that file after open(); the next file is written only after that. An event that
+// arrived before close() (libuv reports the write itself, not the close) counts as 0 µs and is
+// counted as "early". Burst: N files written as fast as possible into one
 // directory; the clock stops when every file was named by an event or a rescan_required covers
 // them (the rescan's arrival time then counts, and the rescan is counted).
 #include <fcntl.h>
@@ -65,11 +66,10 @@ class recorder {
     ++events_;
     changed_.notify_all();
   }
-  // The first receipt at or after `since` for `name`; nullopt on timeout. `early` is set when
-  // only receipts before `since` exist.
+  // The first receipt at or after `since` for `name` (or of a rescan); nullopt on timeout.
   std::optional<clock_type::time_point> wait_for(const std::string& name,
                                                  clock_type::time_point since,
-                                                 std::chrono::milliseconds timeout, bool& early) {
+                                                 std::chrono::milliseconds timeout) {
     std::unique_lock lock(mutex_);
     std::optional<clock_type::time_point> found;
     changed_.wait_for(lock, timeout, [&] {
@@ -78,7 +78,6 @@ class recorder {
       if (rescan_ && *rescan_ >= since) found = *rescan_;
       return found.has_value();
     });
-    early = !found && latest_.count(name) != 0;
     return found;
   }
   // Waits until every name in `names` has a receipt at or after `since` (or a rescan came);
@@ -180,7 +179,11 @@ double percentile(std::vector<double> values, double p) {
   return values[index];
 }
 
-void write_small(const fs::path& path, clock_type::time_point& before_close) {
+// Opens (creating or truncating), writes 16 bytes, closes. `opened` is taken before open(),
+// `before_close` just before close().
+void write_small(const fs::path& path, clock_type::time_point& opened,
+                 clock_type::time_point& before_close) {
+  opened = clock_type::now();
   const int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     std::perror("open");
@@ -201,6 +204,12 @@ figures measure(const std::string& name, const fs::path& base, int events, int b
   const fs::path dir = base / name;
   fs::remove_all(dir);
   fs::create_directories(dir / "burst");
+  // The latency files exist before the watcher starts: each measured write rewrites one, so
+  // no backend reports a create at open() (which would precede close()).
+  for (int i = 0; i < events; ++i) {
+    clock_type::time_point ignored_open, ignored_close;
+    write_small(dir / ("f" + std::to_string(i)), ignored_open, ignored_close);
+  }
   recorder sink;
   auto stopper = start(dir, sink);
 
@@ -208,18 +217,17 @@ figures measure(const std::string& name, const fs::path& base, int events, int b
   latencies.reserve(static_cast<std::size_t>(events));
   for (int i = 0; i < events; ++i) {
     const std::string file = "f" + std::to_string(i);
-    clock_type::time_point before_close;
-    write_small(dir / file, before_close);
-    bool early = false;
-    const auto arrived = sink.wait_for(file, before_close, event_timeout, early);
-    if (arrived) {
-      latencies.push_back(
-          std::chrono::duration<double, std::micro>(*arrived - before_close).count());
-    } else if (early) {
-      latencies.push_back(0);
+    clock_type::time_point opened, before_close;
+    write_small(dir / file, opened, before_close);
+    const auto arrived = sink.wait_for(file, opened, event_timeout);
+    if (!arrived) {
+      ++result.missed;
+    } else if (*arrived < before_close) {
+      latencies.push_back(0);  // reported from the write itself (libuv), before close()
       ++result.early;
     } else {
-      ++result.missed;
+      latencies.push_back(
+          std::chrono::duration<double, std::micro>(*arrived - before_close).count());
     }
   }
   result.events = static_cast<int>(latencies.size());
@@ -237,8 +245,8 @@ figures measure(const std::string& name, const fs::path& base, int events, int b
   const auto burst_start = clock_type::now();
   fs::path burst_dir = raw ? dir : dir / "burst";
   for (int i = 0; i < burst; ++i) {
-    clock_type::time_point ignored;
-    write_small(burst_dir / ("b" + std::to_string(i)), ignored);
+    clock_type::time_point ignored_open, ignored_close;
+    write_small(burst_dir / ("b" + std::to_string(i)), ignored_open, ignored_close);
   }
   const auto finished = sink.wait_all(names, burst_start, 120s);
   result.burst_complete = finished.has_value();

@@ -296,19 +296,20 @@ class consumer_model {
   // whole disk is rate-limited, so a 10,000-file burst does not re-read it per batch.
   bool converge(collector& events, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    auto last_check = std::chrono::steady_clock::time_point{};
+    auto last_check = std::chrono::steady_clock::now();
     for (;;) {
       for (const fs_event& event : events.take())
         apply(event);
+      // Re-read the disk when the events pause for 30 ms, or every 2 s during a long stream.
+      const bool quiet = !events.wait_for_events(30ms);
       const auto now = std::chrono::steady_clock::now();
-      // Re-read the disk when the events paused, or once a second during a long stream.
-      if (now - last_check >= 1s || !events.wait_for_events(0ms)) {
+      if (quiet || now - last_check >= 2s || now >= deadline) {
+        for (const fs_event& event : events.take())
+          apply(event);
         last_check = now;
         if (state_ == read_disk(root_, ignore_)) return true;
+        if (now >= deadline) return false;
       }
-      if (now >= deadline) return false;
-      events.wait_for_events(std::min<std::chrono::milliseconds>(
-          50ms, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + 1ms));
     }
   }
 
