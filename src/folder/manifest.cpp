@@ -104,6 +104,7 @@ void manifest::encode(std::string& out, bool with_local) const {
     if (with_local) {
       w.u64(e.local_inode);
       w.i64(e.local_mtime_ns);
+      w.i64(e.local_ctime_ns);
     }
   }
 }
@@ -142,6 +143,7 @@ result<manifest> manifest::decode(std::string_view bytes, bool with_local) {
     if (with_local) {
       e.local_inode = r.u64();
       e.local_mtime_ns = r.i64();
+      e.local_ctime_ns = r.i64();
     }
     if (!r.ok()) return errc::malformed;
     if (validate_path(path)) return errc::malformed;

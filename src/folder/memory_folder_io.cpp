@@ -52,8 +52,9 @@ result<file_stat> memory_folder_io::lstat(std::string_view path) {
   auto it = nodes_.find(path);
   if (it == nodes_.end()) return sys(std::errc::no_such_file_or_directory);
   const node& n = it->second;
-  return file_stat{n.kind, n.kind == file_kind::directory ? 0 : n.content.size(), n.mtime_ns,
-                   n.mode, n.inode};
+  return file_stat{n.kind,     n.kind == file_kind::directory ? 0 : n.content.size(),
+                   n.mtime_ns, n.mode,
+                   n.inode,    n.ctime_ns};
 }
 
 std::error_code memory_folder_io::read(std::string_view path, std::uint64_t offset,
@@ -83,7 +84,7 @@ std::error_code memory_folder_io::write_file_atomic(std::string_view path, std::
   n.mode = mode & 07777;
   n.mtime_ns = mtime_ns;
   n.inode = next_inode_++;  // a rename over gives the path a new inode, as on disk
-  tick();
+  n.ctime_ns = tick();
   nodes_[std::string(path)] = std::move(n);
   return {};
 }
@@ -105,6 +106,7 @@ std::error_code memory_folder_io::write_at(std::string_view path, std::uint64_t 
   if (c.size() < offset + data.size()) c.resize(offset + data.size(), '\0');
   c.replace(offset, data.size(), data);
   it->second.mtime_ns = tick();
+  it->second.ctime_ns = it->second.mtime_ns;
   return {};
 }
 
@@ -116,6 +118,7 @@ std::error_code memory_folder_io::truncate(std::string_view path, std::uint64_t 
   if (auto ec = mutation()) return ec;
   it->second.content.resize(size_bytes, '\0');
   it->second.mtime_ns = tick();
+  it->second.ctime_ns = it->second.mtime_ns;
   return {};
 }
 
@@ -140,6 +143,7 @@ std::error_code memory_folder_io::mkdir(std::string_view path, std::uint32_t mod
   n.kind = file_kind::directory;
   n.mode = mode & 07777;
   n.mtime_ns = tick();
+  n.ctime_ns = n.mtime_ns;
   n.inode = next_inode_++;
   nodes_.emplace(std::string(path), std::move(n));
   return {};
@@ -210,6 +214,7 @@ std::error_code memory_folder_io::chmod(std::string_view path, std::uint32_t mod
   if (it->second.kind == file_kind::symlink) return make_error_code(errc::invalid_path);
   if (auto ec = mutation()) return ec;
   it->second.mode = mode & 07777;
+  it->second.ctime_ns = tick();
   return {};
 }
 
@@ -219,6 +224,7 @@ std::error_code memory_folder_io::set_mtime(std::string_view path, std::int64_t 
   if (it == nodes_.end()) return sys(std::errc::no_such_file_or_directory);
   if (auto ec = mutation()) return ec;
   it->second.mtime_ns = mtime_ns;
+  it->second.ctime_ns = tick();
   return {};
 }
 
@@ -231,6 +237,7 @@ std::error_code memory_folder_io::symlink(std::string_view target, std::string_v
   n.content.assign(target);
   n.mode = 0777;
   n.mtime_ns = tick();
+  n.ctime_ns = n.mtime_ns;
   n.inode = next_inode_++;
   nodes_.emplace(std::string(path), std::move(n));
   return {};
@@ -283,6 +290,7 @@ void memory_folder_io::user_write(std::string_view path, std::string_view conten
   it->second.kind = file_kind::regular;
   it->second.content.assign(content);
   it->second.mtime_ns = tick();
+  it->second.ctime_ns = it->second.mtime_ns;
   ++mutations_;
 }
 

@@ -58,6 +58,7 @@ file_stat to_stat(const struct stat& st) {
   out.size_bytes = out.kind == file_kind::directory ? 0 : static_cast<std::uint64_t>(st.st_size);
   out.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
   out.mode = st.st_mode & 07777;
+  out.ctime_ns = static_cast<std::int64_t>(st.st_ctim.tv_sec) * 1'000'000'000 + st.st_ctim.tv_nsec;
   out.inode = st.st_ino;
   return out;
 }

@@ -23,8 +23,7 @@ bool fast_unchanged(const manifest_entry& e, const file_stat& st) {
   if (e.kind != st.kind) return false;
   switch (st.kind) {
     case file_kind::regular:
-      return st.size_bytes == e.size_bytes && st.mtime_ns == e.local_mtime_ns &&
-             st.inode == e.local_inode && st.mode == e.mode;
+      return same_local_identity(e, st) && st.mode == e.mode;
     case file_kind::directory:
       return st.mode == e.mode;
     case file_kind::symlink:
@@ -106,11 +105,12 @@ result<change_plan> change_reader::read_change(std::string_view path) {
   const manifest_entry* cur = sm_.committed().find(path);
   change_plan plan;
 
+  const bool content_missing = sm_.missing_paths().count(path) != 0;
   auto st = io.lstat(path);
   if (!st) {
     if (!is_missing(st.error()) && st.error() != make_error_code(errc::invalid_path))
       return st.error();
-    if (cur != nullptr) append_removal(path, *cur, plan);
+    if (cur != nullptr && !content_missing) append_removal(path, *cur, plan);
     return plan;
   }
   if (st->kind == file_kind::other) return plan;  // fifos, sockets, devices: not replicated
@@ -224,7 +224,8 @@ result<change_plan> change_reader::read_change(std::string_view path) {
   // Large file: send only the chunks the committed content does not already hold (the apply
   // takes the others from the committed file, at any position).
   std::set<digest> known;
-  if (base != nullptr && base->kind == file_kind::regular)
+  // Content missing on this node is likely missing elsewhere too: then send every chunk.
+  if (base != nullptr && base->kind == file_kind::regular && !content_missing)
     known.insert(base->chunk_hashes.begin(), base->chunk_hashes.end());
   std::vector<std::uint64_t> changed;
   for (std::uint64_t i = 0; i < hashes.chunk_hashes.size(); ++i)
@@ -326,7 +327,6 @@ struct scan_walker {
 }  // namespace
 
 result<scan_report> scan(state_machine& sm, std::string_view scope) {
-  if (sm.needs_snapshot()) return errc::unavailable;
   if (!scope.empty() && (is_internal_path(scope) || validate_path(scope, sm.config().rules)))
     return errc::invalid_path;
   scan_report report;
@@ -351,6 +351,7 @@ result<scan_report> scan(state_machine& sm, std::string_view scope) {
   std::set<std::string, std::less<>> gone_dirs;
   for (const auto& path : candidates) {
     if (walker.seen.count(path) != 0) continue;
+    if (sm.missing_paths().count(path) != 0) continue;  // absent here by necessity, not by a user
     bool covered = false;
     for (auto p = parent_path(path); !p.empty() && !covered; p = parent_path(p))
       covered = gone_dirs.count(p) != 0;

@@ -209,7 +209,11 @@ std::error_code state_machine::open() {
       return make_error_code(errc::unsupported_version);
     applied_index_ = r.u64();
     boot_epoch_ = r.u64();
-    needs_snapshot_ = r.u8() != 0;
+    std::uint64_t missing = r.u64();
+    if (!r.ok() || missing > r.remaining() / 4) return make_error_code(errc::corrupt);
+    missing_.clear();
+    for (std::uint64_t i = 0; i < missing; ++i)
+      missing_.insert(r.str(4096));
     std::string state = r.blob(body.size());
     if (!r.done()) return make_error_code(errc::corrupt);
     if (auto ec = decode_state(state, true)) return ec;
@@ -253,7 +257,9 @@ std::error_code state_machine::persist() {
   w.u8(state_format_version);
   w.u64(applied_index_);
   w.u64(boot_epoch_);
-  w.u8(needs_snapshot_ ? 1 : 0);
+  w.u64(missing_.size());
+  for (const auto& p : missing_)
+    w.str(p);
   std::string state;
   encode_state(state, true);
   w.blob(state);
@@ -292,13 +298,10 @@ std::error_code state_machine::install_replicated_state(std::uint64_t index,
   for (auto& [path, entry] : manifest_.entries()) {
     auto st = tree_.lstat(path);
     manifest_entry* e = manifest_.find(path);
-    if (st && st->kind == entry.kind) {
-      e->local_inode = st->inode;
-      e->local_mtime_ns = st->mtime_ns;
-    }
+    if (st && st->kind == entry.kind) remember_local_identity(*e, *st);
   }
   applied_index_ = index;
-  needs_snapshot_ = false;
+  missing_.clear();
   dirty_ = true;
   return persist();
 }
@@ -312,12 +315,11 @@ bool state_machine::is_echo(std::string_view path, const file_stat& stat) const 
   if (e == nullptr || e->kind != stat.kind) return false;
   switch (stat.kind) {
     case file_kind::regular:
-      return stat.size_bytes == e->size_bytes && stat.mtime_ns == e->local_mtime_ns &&
-             stat.inode == e->local_inode && stat.mode == e->mode;
+      return same_local_identity(*e, stat) && stat.mode == e->mode;
     case file_kind::directory:
       return stat.mode == e->mode;
     case file_kind::symlink:
-      return stat.inode == e->local_inode;
+      return same_local_identity(*e, stat);
     default:
       return false;
   }
@@ -326,9 +328,8 @@ bool state_machine::is_echo(std::string_view path, const file_stat& stat) const 
 void state_machine::note_unchanged(std::string_view path, const file_stat& stat) {
   manifest_entry* e = manifest_.find(path);
   if (e == nullptr || e->kind != stat.kind) return;
-  if (e->local_inode == stat.inode && e->local_mtime_ns == stat.mtime_ns) return;
-  e->local_inode = stat.inode;
-  e->local_mtime_ns = stat.mtime_ns;
+  if (same_local_identity(*e, stat)) return;
+  remember_local_identity(*e, stat);
   dirty_ = true;
 }
 
@@ -390,7 +391,7 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
   undo_log undo;
   undo_ = &undo;
   auto saved_uploads = uploads_;
-  bool saved_needs_snapshot = needs_snapshot_;
+  auto saved_missing = missing_;
   r = apply_command(index, value);
   undo_ = nullptr;
   if (r.status == apply_status::failed) {
@@ -401,9 +402,14 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
         manifest_.erase(it->first);
     }
     uploads_ = std::move(saved_uploads);
-    needs_snapshot_ = saved_needs_snapshot;
+    missing_ = std::move(saved_missing);
     return r;
   }
+  // Content this apply materialised or removed is no longer missing on this node.
+  for (const auto& w : r.written)
+    if (!r.needs_snapshot || w.path != r.path) missing_.erase(w.path);
+  for (const auto& p : r.removed)
+    missing_.erase(p);
   if (r.status != apply_status::duplicate) dedupe_add(value.origin, value.sequence);
   applied_index_ = index;
   dirty_ = true;
@@ -504,7 +510,7 @@ result<bool> state_machine::working_matches(std::string_view path, const manifes
     }
     case file_kind::regular: {
       if (st->size_bytes != entry->size_bytes) return false;
-      if (st->inode == entry->local_inode && st->mtime_ns == entry->local_mtime_ns) return true;
+      if (same_local_identity(*entry, *st)) return true;
       auto h = hash_file(tree_, path, config_.chunk_bytes);
       if (!h) return h.error();
       if (h->sha256 != entry->sha256) return false;
@@ -524,9 +530,7 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
   auto st = tree_.lstat(path);
   if (!st) return is_missing(st.error()) ? std::error_code{} : st.error();
   if (st->kind == file_kind::regular && wanted != nullptr) {
-    bool fast = cur != nullptr && cur->kind == file_kind::regular &&
-                st->size_bytes == cur->size_bytes && st->inode == cur->local_inode &&
-                st->mtime_ns == cur->local_mtime_ns;
+    bool fast = cur != nullptr && same_local_identity(*cur, *st);
     if (fast) {
       *already = cur->sha256 == *wanted;
       return {};
@@ -617,8 +621,7 @@ std::error_code state_machine::record_written(std::string_view path, manifest_en
                                               apply_result& r) {
   auto st = tree_.lstat(path);
   if (!st) return st.error();
-  entry.local_inode = st->inode;
-  entry.local_mtime_ns = st->mtime_ns;
+  remember_local_identity(entry, *st);
   r.written.push_back({std::string(path), *st, entry.sha256});
   return {};
 }
@@ -778,7 +781,7 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
     if (h && h->sha256 == c.sha256) {
       if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
     } else {
-      needs_snapshot_ = true;
+      missing_.insert(target);
       r.needs_snapshot = true;
       e.local_inode = 0;
     }
@@ -817,17 +820,37 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
       if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
     }
   } else {
+    // The unsent chunks are wanted by hash. Where they may be on this node: the file holding
+    // the committed content (at the base position), and — when a local version was in the way or
+    // this node proposed the content itself — the working or preserved file at the new position.
+    // Every candidate is verified against the chunk hash before use.
+    std::vector<std::string> files{source};
+    if (source != c.path) files.push_back(c.path);
+    for (std::size_t k = preserved_before; k < r.preserved.size(); ++k)
+      if (std::find(files.begin(), files.end(), r.preserved[k].copy_path) == files.end())
+        files.push_back(r.preserved[k].copy_path);
     std::string buffer;
     bool intact = true;
     for (const auto& [i, b] : from_base) {
-      std::uint64_t length =
-          std::min<std::uint64_t>(chunk_bytes, cur->size_bytes - b * chunk_bytes);
-      if (auto ec = tree_.read(source, b * chunk_bytes, length, buffer)) {
-        if (!is_missing(ec)) return failed(std::move(r), ec, "reading base chunks");
-        intact = false;
-        break;
+      std::uint64_t length = std::min<std::uint64_t>(chunk_bytes, c.size_bytes - i * chunk_bytes);
+      bool found = false;
+      for (const auto& file : files) {
+        for (std::uint64_t position : {b, i}) {
+          if (auto ec = tree_.read(file, position * chunk_bytes, length, buffer)) {
+            if (!is_missing(ec) && ec != std::errc::is_a_directory &&
+                ec != make_error_code(errc::invalid_path))
+              return failed(std::move(r), ec, "reading base chunks");
+            break;
+          }
+          if (buffer.size() == length && sha256(buffer) == c.chunk_hashes[i]) {
+            found = true;
+            break;
+          }
+          if (position == i) break;
+        }
+        if (found) break;
       }
-      if (buffer.size() != length || sha256(buffer) != c.chunk_hashes[i]) {
+      if (!found) {
         intact = false;
         break;
       }
@@ -839,7 +862,7 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
       // overwrote them): the manifest is still updated (it is replicated state), the tree needs
       // a snapshot.
       if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping the staging file");
-      needs_snapshot_ = true;
+      missing_.insert(target);
       r.needs_snapshot = true;
       e.local_inode = 0;
     } else {
@@ -928,6 +951,27 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
     return rejected(std::move(r), errc::conflict, "cannot create \"" + to + "\": " + why);
   if (auto ec = ensure_parents(index, c, to, r)) return failed(std::move(r), ec, "mkdir parents");
 
+  // Which moved entries are untouched on disk (their local identity may follow them); a moved
+  // local edit keeps no identity, so the next check hashes it and proposes it.
+  std::vector<std::string> moved = manifest_.paths_below(c.path);
+  moved.insert(moved.begin(), c.path);
+  std::set<std::string> untouched;
+  for (const auto& from : moved) {
+    const manifest_entry* e = manifest_.find(from);
+    auto st = tree_.lstat(from);
+    if (st) {
+      if (e->kind == file_kind::directory || same_local_identity(*e, *st)) untouched.insert(from);
+      continue;
+    }
+    // Already moved on disk (this node's own rename, or a replay): the rename changed the ctime,
+    // so inode, size and mtime identify the untouched entry.
+    auto moved_st = tree_.lstat(to + from.substr(c.path.size()));
+    if (moved_st && moved_st->kind == e->kind &&
+        (e->kind == file_kind::directory ||
+         (moved_st->inode == e->local_inode && e->local_inode != 0 &&
+          moved_st->size_bytes == e->size_bytes && moved_st->mtime_ns == e->local_mtime_ns)))
+      untouched.insert(from);
+  }
   auto st_from = tree_.lstat(c.path);
   if (!st_from && !is_missing(st_from.error()))
     return failed(std::move(r), st_from.error(), "lstat");
@@ -952,8 +996,6 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
   // will propose as a delete of the destination.)
 
   // Move the entry and its subtree in the manifest; every moved entry changed at this index.
-  std::vector<std::string> moved = manifest_.paths_below(c.path);
-  moved.insert(moved.begin(), c.path);
   if (dst != nullptr && !conflict) {
     for (const auto& p : manifest_.paths_below(c.target))
       erase_entry(p);
@@ -962,15 +1004,17 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
   for (const auto& from : moved) {
     manifest_entry e = *manifest_.find(from);
     std::string dest = to + from.substr(c.path.size());
+    if (missing_.erase(from) != 0) missing_.insert(dest);
     e.version = index;
     e.origin = c.origin;
     e.sequence = c.sequence;
     erase_entry(from);
     auto st = tree_.lstat(dest);
-    if (st) {
-      e.local_inode = st->inode;
-      e.local_mtime_ns = st->mtime_ns;
+    if (st && untouched.count(from) != 0) {
+      remember_local_identity(e, *st);
       r.written.push_back({dest, *st, e.sha256});
+    } else {
+      remember_local_identity(e, file_stat{});
     }
     put_entry(dest, std::move(e));
   }

@@ -27,6 +27,10 @@ struct file_stat {
   std::int64_t mtime_ns = 0;     // nanoseconds since the Unix epoch
   std::uint32_t mode = 0;        // permission bits (& 07777)
   std::uint64_t inode = 0;
+  // Status change time: set by the filesystem on every write, chmod, utimens or rename and never
+  // settable by a program, so (inode, ctime) identifies "untouched since" even when a same-size
+  // edit lands on the same mtime (clock skew, coarse timestamps, tools that restore mtimes).
+  std::int64_t ctime_ns = 0;
 
   friend bool operator==(const file_stat&, const file_stat&) = default;
 };
@@ -69,6 +73,19 @@ class folder_io {
   // Entries of a directory ("" = root), sorted by name, without "." and "..".
   virtual result<std::vector<dir_entry>> list(std::string_view path) = 0;
 };
+
+// The cheap "untouched since this node last wrote or verified it" test: same size, inode, mtime and
+// ctime as recorded in the entry's local fields. Only an exact match counts; anything else needs a
+// hash comparison.
+inline bool same_local_identity(const manifest_entry& e, const file_stat& st) noexcept {
+  return st.kind == e.kind && st.size_bytes == e.size_bytes && st.inode == e.local_inode &&
+         st.mtime_ns == e.local_mtime_ns && st.ctime_ns == e.local_ctime_ns && e.local_inode != 0;
+}
+inline void remember_local_identity(manifest_entry& e, const file_stat& st) noexcept {
+  e.local_inode = st.inode;
+  e.local_mtime_ns = st.mtime_ns;
+  e.local_ctime_ns = st.ctime_ns;
+}
 
 // Helpers built on the interface.
 // Hashes the whole regular file (reading chunk_bytes at a time) and its chunks.

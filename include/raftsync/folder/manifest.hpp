@@ -43,6 +43,7 @@ struct manifest_entry {
   // --- local to this node (persisted in the state file, not replicated) ---
   std::uint64_t local_inode = 0;    // inode of the working file as last applied/observed
   std::int64_t local_mtime_ns = 0;  // its mtime as observed by lstat after the apply
+  std::int64_t local_ctime_ns = 0;  // and its ctime (see file_stat::ctime_ns)
 
   // Equality of the replicated fields only.
   bool same_replicated(const manifest_entry& other) const noexcept;

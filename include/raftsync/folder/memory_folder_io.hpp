@@ -58,6 +58,7 @@ class memory_folder_io final : public folder_io {
     std::string content;  // regular: bytes; symlink: target
     std::uint32_t mode = 0644;
     std::int64_t mtime_ns = 0;
+    std::int64_t ctime_ns = 0;
     std::uint64_t inode = 0;
   };
   std::error_code check_parent(std::string_view path) const;

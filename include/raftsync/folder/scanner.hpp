@@ -92,8 +92,8 @@ struct scan_report {
 };
 
 // Compares the working tree under `scope` ("" = everything; a file path = just that path) with
-// the manifest. Fails with errc::unavailable while sm.needs_snapshot() (the tree is known to
-// be behind the manifest; proposing from it would replicate the damage).
+// the manifest. Paths in sm.missing_paths() are absent by necessity, not by a user's delete: they
+// are never listed as removals (a file a user creates there is listed as usual).
 result<scan_report> scan(state_machine& sm, std::string_view scope);
 
 }  // namespace raftsync::folder

@@ -95,8 +95,9 @@ struct apply_result {
   std::vector<std::string> removed;       // entries removed from the tree by this apply
   std::vector<preserved_edit> preserved;  // local edits moved aside (see class comment)
   // The committed content of `path` could not be built on this node (a chunked commit whose
-  // unchanged chunks were overwritten by a local edit here). The manifest is correct; the tree
-  // is not: the caller must install a folder snapshot (needs_snapshot() stays true until then).
+  // unchanged chunks no longer exist here: a local edit or delete overwrote them). The manifest is
+  // correct; the path is absent from this node's tree and listed in missing_paths() until a later
+  // command rewrites it or a folder snapshot is installed. See docs/folder.md.
   bool needs_snapshot = false;
 
   bool changed_tree() const noexcept {
@@ -167,7 +168,10 @@ class state_machine {
   const std::map<node_id, upload_state>& uploads() const noexcept { return uploads_; }
   const state_machine_config& config() const noexcept { return config_; }
   folder_io& tree() noexcept { return tree_; }
-  bool needs_snapshot() const noexcept { return needs_snapshot_; }
+  // Committed paths whose content this node could not build (see apply_result::needs_snapshot).
+  // Local, persisted. The scanner never proposes them away; a snapshot install clears them.
+  const std::set<std::string, std::less<>>& missing_paths() const noexcept { return missing_; }
+  bool needs_snapshot() const noexcept { return !missing_.empty(); }
 
   // --- proposer side ---
   // A fresh per-origin sequence number for a command this node proposes: (boot epoch << 32) |
@@ -244,7 +248,7 @@ class state_machine {
   std::uint64_t persisted_index_ = 0;
   std::uint64_t boot_epoch_ = 0;
   std::uint64_t sequence_counter_ = 0;
-  bool needs_snapshot_ = false;
+  std::set<std::string, std::less<>> missing_;  // see missing_paths()
   bool dirty_ = false;
   undo_log* undo_ = nullptr;  // set only while apply() runs
 };
