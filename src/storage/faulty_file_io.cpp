@@ -213,7 +213,9 @@ void faulty_file_io::restart() {
 
 result<std::unique_ptr<file>> faulty_file_io::open(const std::filesystem::path& path,
                                                    open_flags flags) {
-  if (auto ec = before_operation()) return ec;
+  // Opening changes nothing unless it may create or truncate: only then is it counted.
+  const bool changes = has_flag(flags, open_flags::create) || has_flag(flags, open_flags::truncate);
+  if (auto ec = before_operation(changes)) return ec;
   const std::string key = key_of(path);
   auto& s = *state_;
   const bool writable = has_flag(flags, open_flags::read_write);

@@ -7,6 +7,7 @@
 //   RAFTSYNC_SIM_SEED=S            replay seed S alone, printing every event
 #include <catch2/catch.hpp>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -55,7 +56,7 @@ class durable_persistence final : public sim::persistence {
     }
     if (auto ec = s_->save(rd)) return ec;
     if (!rd.snapshot.empty()) (void)s_->remove_snapshots_before(rd.snapshot.index);
-    return {};
+    return died();
   }
 
   std::error_code sync() override { return {}; }
@@ -69,7 +70,7 @@ class durable_persistence final : public sim::persistence {
       if (auto ec = s_->compact(compact_index)) return ec;
     }
     (void)s_->remove_snapshots_before(meta.index);
-    return {};
+    return died();
   }
 
   raft::bytes snapshot_data() const override {
@@ -114,6 +115,12 @@ class durable_persistence final : public sim::persistence {
       if (auto ec = w->write(std::string_view(data).substr(off, 64))) return ec;
     }
     return w->commit();
+  }
+
+  // The disk may have died in a best-effort step whose error the storage keeps to itself (segment
+  // or snapshot cleanup): the process is dead all the same.
+  std::error_code died() const {
+    return io_.crashed() ? std::error_code(EIO, std::system_category()) : std::error_code{};
   }
 
   void reopen_or_die() {

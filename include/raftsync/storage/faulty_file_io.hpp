@@ -11,8 +11,10 @@
 //     in total fail with ENOSPC (a full disk; raise the limit to "free space");
 //   - set_torn_writes(true): at a crash each file keeps a random in-order prefix of its unsynced
 //     operations, the last one possibly cut short (a torn write), instead of losing them all.
-// Counted operations are the ones that change state or sync: open, pwrite, datasync, truncate,
-// allocate, rename, unlink, sync_dir, create_dir. Reads, sizes and listings are not counted.
+// Counted operations are the ones that change state or sync: open with create or truncate,
+// pwrite, datasync, truncate, allocate, rename, unlink, sync_dir, create_dir. Plain opens, reads,
+// sizes and listings are not counted (a crash there is the same as a crash before the next
+// counted operation); after a crash they fail with EIO too.
 // Paths are compared lexically (use normalized paths without "." or ".." components).
 // Not thread-safe.
 #pragma once
