@@ -13,7 +13,8 @@
 //   - send(), metrics(), add_peer(), remove_peer() and listen_port() may be called from any
 //     thread; send() never blocks (it encodes on the caller's thread and appends to the peer's
 //     bounded queue; when the queue is full the message is dropped and counted);
-//   - stop() may be called from any thread except from inside the receive handler; when it
+//   - stop() may be called from any thread except from inside the receive handler (asserted) or
+//     from any other handler on a thread the executor needs (it would wait for itself); when it
 //     returns no handler of this transport runs any more and none will. With a caller-provided
 //     executor, the caller must keep the io_context running until stop() has returned.
 //
