@@ -14,7 +14,7 @@ std::vector<entry> ents(std::uint64_t first, std::uint64_t last, std::uint64_t t
 }
 }  // namespace
 
-TEST_CASE("an empty memory_storage has first index 1 and last index 0", "[raft][storage]") {
+TEST_CASE("an empty memory_storage has first index 1 and last index 0", "[raft][memory_storage]") {
   memory_storage s;
   CHECK(s.first_index() == 1);
   CHECK(s.last_index() == 0);
@@ -29,7 +29,7 @@ TEST_CASE("an empty memory_storage has first index 1 and last index 0", "[raft][
   CHECK(init->hard.empty());
 }
 
-TEST_CASE("append truncates a conflicting suffix and refuses gaps", "[raft][storage]") {
+TEST_CASE("append truncates a conflicting suffix and refuses gaps", "[raft][memory_storage]") {
   memory_storage s;
   REQUIRE(!s.append(ents(1, 5, 1)));
   REQUIRE(!s.append(ents(3, 4, 2)));
@@ -43,7 +43,7 @@ TEST_CASE("append truncates a conflicting suffix and refuses gaps", "[raft][stor
 }
 
 TEST_CASE("entries honours bounds and the byte limit but returns at least one entry",
-          "[raft][storage]") {
+          "[raft][memory_storage]") {
   memory_storage s;
   REQUIRE(!s.append(ents(1, 10, 1)));
   CHECK(s.entries(1, 11, no_limit)->size() == 10);
@@ -54,7 +54,7 @@ TEST_CASE("entries honours bounds and the byte limit but returns at least one en
   CHECK(s.entries(4, 4, no_limit)->empty());
 }
 
-TEST_CASE("create_snapshot then compact drops the log prefix", "[raft][storage]") {
+TEST_CASE("create_snapshot then compact drops the log prefix", "[raft][memory_storage]") {
   memory_storage s;
   REQUIRE(!s.append(ents(1, 10, 3)));
   CHECK(s.compact(5) == raftsync::errc::unavailable);  // not covered by a snapshot yet
@@ -78,7 +78,7 @@ TEST_CASE("create_snapshot then compact drops the log prefix", "[raft][storage]"
   CHECK(s.last_index() == 8);
 }
 
-TEST_CASE("apply_snapshot replaces the whole log and rejects older snapshots", "[raft][storage]") {
+TEST_CASE("apply_snapshot replaces the whole log and rejects older snapshots", "[raft][memory_storage]") {
   memory_storage s;
   REQUIRE(!s.append(ents(1, 3, 1)));
   REQUIRE(!s.apply_snapshot({20, 4, {{1, 2}, {5}}}));

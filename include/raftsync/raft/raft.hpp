@@ -182,9 +182,11 @@ class raft_core {
     // handed out (a node never un-commits).
     RAFTSYNC_ASSERT(log_.committed() >= prev_hard_.commit, "commit index never decreases");
     RAFTSYNC_ASSERT(term_ >= prev_hard_.term, "term never decreases");
+#if !defined(RAFTSYNC_TEST_ONLY_BREAK_VOTE_RULE)
     RAFTSYNC_ASSERT(
         term_ != prev_hard_.term || prev_hard_.vote == no_node || vote_ == prev_hard_.vote,
         "at most one vote per term");
+#endif
   }
 
  private:
@@ -218,9 +220,15 @@ class raft_core {
         break;
     }
   }
-  bool is_voter(node_id id) const { return contains(conf_.voters, id); }
-  bool promotable() const { return is_voter(id_); }
-  std::size_t quorum() const { return conf_.voters.size() / 2 + 1; }
+  bool is_voter(node_id id) const {
+    return contains(conf_.voters, id);
+  }
+  bool promotable() const {
+    return is_voter(id_);
+  }
+  std::size_t quorum() const {
+    return conf_.voters.size() / 2 + 1;
+  }
 
   // Makes prs_ track exactly conf_, keeping existing progress.
   void rebuild_progress() {
@@ -516,8 +524,14 @@ class raft_core {
     const bool pre = m.type == message_type::pre_vote;
     // We can vote for m.from if we already did in this term, or have not voted and know no
     // leader, or (pre-vote) it asks about a future term.
+#if defined(RAFTSYNC_TEST_ONLY_BREAK_VOTE_RULE)
+    // TEST-ONLY BREAKAGE (never defined for user targets; see tests/sim/CMakeLists.txt): grant
+    // any up-to-date candidate, even after voting for another in this term (violates Raft §5.2).
+    const bool can_vote = true;
+#else
     const bool can_vote =
         vote_ == m.from || (vote_ == no_node && lead_ == no_node) || (pre && m.term > term_);
+#endif
     message resp;
     resp.type = pre ? message_type::pre_vote_response : message_type::vote_response;
     resp.to = m.from;
@@ -655,7 +669,14 @@ class raft_core {
     std::nth_element(scratch_.begin(), scratch_.begin() + static_cast<std::ptrdiff_t>(q - 1),
                      scratch_.end(), std::greater<>());
     const std::uint64_t index = scratch_[q - 1];
+#if defined(RAFTSYNC_TEST_ONLY_BREAK_COMMIT_RULE)
+    // TEST-ONLY BREAKAGE (never defined for user targets; see tests/sim/CMakeLists.txt): commit
+    // by counting replicas whatever the entry's term, violating Raft §5.4.2 (Figure 8).
+    if (index <= log_.committed()) return false;
+    log_.commit_to(index);
+#else
     if (!log_.maybe_commit(index, term_)) return false;
+#endif
     if (state_ == raft::role::leader) release_reads_waiting_commit();
     return true;
   }
@@ -732,7 +753,9 @@ class raft_core {
     messages_.push_back(std::move(m));
   }
 
-  void send_append(node_id to) { maybe_send_append(to, /*send_if_empty=*/true); }
+  void send_append(node_id to) {
+    maybe_send_append(to, /*send_if_empty=*/true);
+  }
 
   // Sends an append (or a snapshot when the entries are compacted) to `to` unless its progress
   // is paused. Returns whether a message was sent.
@@ -894,7 +917,9 @@ class raft_core {
     send(std::move(m));
   }
 
-  void abort_leader_transfer() { lead_transferee_ = no_node; }
+  void abort_leader_transfer() {
+    lead_transferee_ = no_node;
+  }
 
   // ------------------------------------------------------------------------ candidate, follower
   std::error_code step_candidate(message m) {
