@@ -6,10 +6,12 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +32,13 @@ using namespace std::chrono_literals;
 
 inline const std::string test_secret = "correct horse battery staple 0123";
 inline constexpr std::uint64_t test_cluster = 0x5eed;
+
+// Seed for randomized tests: RAFTSYNC_TRANSPORT_SEED=N replays a printed seed.
+inline std::uint64_t test_seed() {
+  if (const char* env = std::getenv("RAFTSYNC_TRANSPORT_SEED"))
+    return std::strtoull(env, nullptr, 10);
+  return std::random_device{}();
+}
 
 // Polls `condition` until it holds or `timeout` passes (never a fixed sleep as the wait itself).
 inline bool wait_until(const std::function<bool()>& condition,
