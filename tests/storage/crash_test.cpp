@@ -3,7 +3,11 @@
 // keeping a random prefix of it), the storage is reopened and must show exactly the state after
 // the last acknowledged write or — for the write in flight — the state after it; then it must take
 // further appends.
+//   RAFTSYNC_STORAGE_SEED=S          replay with seed S
+//   RAFTSYNC_STORAGE_CRASH_SEEDS=N   torn-write crash loops over N seeds (default 3)
 #include <catch2/catch.hpp>
+
+#include <cstdlib>
 
 #include "storage_test_util.hpp"
 
@@ -132,7 +136,11 @@ TEST_CASE("a crash at any file operation loses nothing acknowledged and invents 
 
 TEST_CASE("a crash with torn writes at any file operation is recovered as a torn tail",
           "[storage][crash]") {
+  // RAFTSYNC_STORAGE_CRASH_SEEDS=N runs N seeds (a soak; default 3).
   const std::uint64_t seed = seed_or(21);
-  for (std::uint64_t k = 0; k < 3; ++k)
-    crash_loop(seed + k, true, 80, small_segments(2048, 1024));
+  const char* env = std::getenv("RAFTSYNC_STORAGE_CRASH_SEEDS");
+  const std::uint64_t seeds = env != nullptr ? std::strtoull(env, nullptr, 10) : 3;
+  for (std::uint64_t k = 0; k < seeds; ++k) {
+    crash_loop(seed + k, true, 80, small_segments(1024 + 1024 * (k % 4), 1024 * (k % 2)));
+  }
 }
