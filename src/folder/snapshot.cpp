@@ -22,16 +22,55 @@ bool is_missing(const std::error_code& ec) {
   return ec == std::errc::no_such_file_or_directory;
 }
 
-// Spans of the content part of the stream, in stream order (empty files have none).
+using path_set = std::set<std::string, std::less<>>;
+
+// The state section of the stream: blob(replicated state) | u64 n | n × str(missing path).
+// Missing paths are committed files whose content the sender does not have either (see
+// state_machine::missing_paths()); they travel as names, without bytes.
+std::string encode_section(std::string_view replicated, const path_set& missing) {
+  std::string out;
+  detail::byte_writer w(out);
+  w.blob(replicated);
+  w.u64(missing.size());
+  for (const auto& p : missing)
+    w.str(p);
+  return out;
+}
+
+struct section {
+  std::string_view replicated;
+  path_set missing;
+};
+
+result<section> decode_section(std::string_view bytes) {
+  detail::byte_reader r(bytes);
+  std::uint64_t length = r.u64();
+  if (!r.ok() || length > r.remaining()) return errc::malformed;
+  section out;
+  out.replicated = bytes.substr(8, length);
+  detail::byte_reader rest(bytes.substr(8 + length));
+  std::uint64_t n = rest.u64();
+  if (!rest.ok() || n > rest.remaining() / 4) return errc::malformed;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::string p = rest.str(4096);
+    if (!rest.ok() || validate_path(p)) return errc::malformed;
+    out.missing.insert(std::move(p));
+  }
+  if (!rest.done()) return errc::malformed;
+  return out;
+}
+
+// Spans of the content part of the stream, in stream order (empty and missing files have none).
 std::vector<detail::snapshot_span> build_spans(const replicated_state& state,
                                                std::uint64_t chunk_bytes, std::uint64_t start,
                                                const std::string& file_prefix,
                                                const std::string& upload_prefix,
-                                               std::uint64_t* end) {
+                                               const path_set& missing, std::uint64_t* end) {
   std::vector<detail::snapshot_span> spans;
   std::uint64_t offset = start;
   for (const auto& [path, e] : state.files.entries()) {
     if (e.kind != file_kind::regular || e.size_bytes == 0) continue;
+    if (missing.count(path) != 0) continue;
     detail::snapshot_span s;
     s.start = offset;
     s.size_bytes = e.size_bytes;
@@ -83,12 +122,14 @@ std::size_t find_span(const std::vector<detail::snapshot_span>& spans, std::uint
 
 snapshot_writer::snapshot_writer(state_machine& sm)
     : sm_(sm), index_(sm.applied_index()), chunk_bytes_(sm.config().chunk_bytes) {
-  std::string state = sm.encode_replicated_state();
-  auto decoded = decode_replicated_state(state, chunk_bytes_, false);
+  std::string replicated = sm.encode_replicated_state();
+  auto decoded = decode_replicated_state(replicated, chunk_bytes_, false);
   RAFTSYNC_ASSERT(decoded.has_value(), "the state machine's own state must decode");
   state_ = std::move(*decoded);
+  path_set missing(sm.missing_paths().begin(), sm.missing_paths().end());
+  std::string state = encode_section(replicated, missing);
   std::uint64_t content_start = snapshot_header_bytes + state.size();
-  spans_ = build_spans(state_, chunk_bytes_, content_start, "", "", &total_bytes_);
+  spans_ = build_spans(state_, chunk_bytes_, content_start, "", "", missing, &total_bytes_);
   detail::byte_writer w(prefix_);
   w.u32(snapshot_magic);
   w.u8(snapshot_format_version);
@@ -156,7 +197,7 @@ std::error_code snapshot_reader::start_contents() {
         if (auto ec = io.symlink(e.symlink_target, p)) return ec;
         break;
       case file_kind::regular:
-        if (e.size_bytes == 0) {
+        if (e.size_bytes == 0 && missing_.count(path) == 0) {
           if (auto ec = io.write_at(p, 0, {})) return ec;
           if (auto ec = io.chmod(p, e.mode)) return ec;
           if (auto ec = io.set_mtime(p, e.mtime_ns)) return ec;
@@ -212,11 +253,15 @@ std::error_code snapshot_reader::write(std::uint64_t offset, std::string_view da
       }
       std::string_view state = std::string_view(prefix_).substr(snapshot_header_bytes);
       if (sha256(state) != state_sha256_) return make_error_code(errc::corrupt);
-      auto decoded = decode_replicated_state(state, chunk_bytes_, false);
+      auto parts = decode_section(state);
+      if (!parts) return parts.error();
+      auto decoded = decode_replicated_state(parts->replicated, chunk_bytes_, false);
       if (!decoded) return decoded.error();
       state_ = std::move(*decoded);
+      missing_ = std::move(parts->missing);
       std::uint64_t end = 0;
-      spans_ = build_spans(state_, chunk_bytes_, received_, staging_tree, staging_uploads, &end);
+      spans_ = build_spans(state_, chunk_bytes_, received_, staging_tree, staging_uploads, missing_,
+                           &end);
       if (end != total_bytes_) return make_error_code(errc::malformed);
       if (auto ec = start_contents()) return ec;
       span_ = 0;
@@ -309,7 +354,9 @@ std::error_code finish_interrupted_install(state_machine& sm) {
     if (auto ec = io.rename(join_path(staging_tree, e.name), e.name)) return ec;
   // Staging files of uploads the snapshot does not have are stale; the snapshot's own (possibly
   // moved in already by an earlier attempt) stay.
-  auto decoded = decode_replicated_state(state, sm.config().chunk_bytes, false);
+  auto parts = decode_section(state);
+  if (!parts) return make_error_code(errc::corrupt);
+  auto decoded = decode_replicated_state(parts->replicated, sm.config().chunk_bytes, false);
   if (!decoded) return make_error_code(errc::corrupt);
   std::set<std::string> live;
   for (const auto& [origin, up] : decoded->uploads)
@@ -326,7 +373,7 @@ std::error_code finish_interrupted_install(state_machine& sm) {
   for (const auto& e : *uploads)
     if (auto ec = io.rename(join_path(staging_uploads, e.name), e.name)) return ec;
   if (auto ec = io.sync_dir("")) return ec;
-  if (auto ec = sm.install_replicated_state(index, state)) return ec;
+  if (auto ec = sm.install_replicated_state(index, parts->replicated, parts->missing)) return ec;
   // Removing READY first is the end of the install: a crash after it only leaves garbage that
   // the next open() removes (no READY: an unfinished download).
   if (auto ec = io.unlink(ready_marker)) return ec;

@@ -284,8 +284,9 @@ std::string state_machine::encode_replicated_state() const {
   return out;
 }
 
-std::error_code state_machine::install_replicated_state(std::uint64_t index,
-                                                        std::string_view bytes) {
+std::error_code state_machine::install_replicated_state(
+    std::uint64_t index, std::string_view bytes,
+    const std::set<std::string, std::less<>>& missing) {
   manifest old_manifest = manifest_;
   auto old_seen = seen_;
   auto old_uploads = uploads_;
@@ -301,7 +302,7 @@ std::error_code state_machine::install_replicated_state(std::uint64_t index,
     if (st && st->kind == entry.kind) remember_local_identity(*e, *st);
   }
   applied_index_ = index;
-  missing_.clear();
+  missing_ = missing;
   dirty_ = true;
   return persist();
 }

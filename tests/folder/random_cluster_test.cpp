@@ -222,6 +222,19 @@ TEST_CASE("random edits on three nodes converge to identical trees", "[folder][r
     }
     for (auto& n : c.nodes)
       converged = converged && n->sm->missing_paths() == c.nodes[0]->sm->missing_paths();
+    // A new node joins by snapshot from node 1: the same tree, manifest and missing paths.
+    node joined(4, chunk);
+    snapshot_writer writer(*c.nodes[0]->sm);
+    snapshot_reader reader(*joined.sm);
+    while (!reader.complete()) {
+      auto bytes = writer.read(reader.next_offset(), chunk);
+      REQUIRE(bytes.has_value());
+      REQUIRE_FALSE(reader.write(reader.next_offset(), *bytes));
+    }
+    REQUIRE_FALSE(reader.install());
+    converged = converged && joined.io->dump() == tree &&
+                joined.sm->committed().same_replicated(c.nodes[0]->sm->committed()) &&
+                joined.sm->missing_paths() == c.nodes[0]->sm->missing_paths();
     CHECK(converged);
     if (!converged) {
       std::cerr << "failing seed " << seed << "\n";

@@ -2,11 +2,13 @@
 // uploads and every committed file's bytes) as one byte stream, produced in bounded pieces by the
 // sender and installed atomically by the receiver.
 //
-// Stream (version 1): header | replicated state (state_machine::encode_replicated_state) |
-// the content of every regular file in manifest path order | every staged upload chunk (origin
-// order, chunk order). Header: u32 magic "RSSN" | u8 version | u64 chunk_bytes | u64 index |
-// u64 state_bytes | 32-byte SHA-256 of the state | u64 total_bytes (69 bytes). Offsets are
-// stable for a given snapshot, so a transfer resumes at any offset.
+// Stream (version 1): header | state section (blob(state_machine::encode_replicated_state) |
+// u64 n | n × str(missing path)) | the content of every regular file in manifest path order,
+// except missing ones | every staged upload chunk (origin order, chunk order). Missing paths
+// (state_machine::missing_paths(): committed content the sender could not build either) travel
+// as names and become missing on the receiver too. Header: u32 magic "RSSN" | u8 version | u64
+// chunk_bytes | u64 index | u64 state_bytes | 32-byte SHA-256 of the state | u64 total_bytes (69
+// bytes). Offsets are stable for a given snapshot, so a transfer resumes at any offset.
 //
 // Committed state only: a working file can differ from the manifest (a local edit not yet
 // committed, or an apply that ran after the snapshot was taken). The writer verifies every chunk
@@ -16,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -106,6 +109,7 @@ class snapshot_reader {
   digest state_sha256_{};
   std::string prefix_;  // header + state while they arrive
   replicated_state state_;
+  std::set<std::string, std::less<>> missing_;  // committed files the sender lacks too
   std::vector<detail::snapshot_span> spans_;
   std::size_t span_ = 0;        // current span
   sha256_hasher chunk_hasher_;  // running hash of the current chunk

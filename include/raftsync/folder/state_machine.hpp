@@ -195,7 +195,8 @@ class state_machine {
   std::string encode_replicated_state() const;
   // Replaces the whole state with a snapshot's (the tree must already hold the snapshot's files);
   // local fields are refreshed by lstat of the tree. Persists.
-  std::error_code install_replicated_state(std::uint64_t index, std::string_view bytes);
+  std::error_code install_replicated_state(std::uint64_t index, std::string_view bytes,
+                                           const std::set<std::string, std::less<>>& missing = {});
 
  private:
   struct undo_log;
