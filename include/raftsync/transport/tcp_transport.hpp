@@ -139,9 +139,8 @@ class tcp_transport final : public transport {
   // The executor the receive handler runs on (the internal strand's underlying executor).
   boost::asio::any_io_executor executor() const;
 
-  class impl;
-
  private:
+  class impl;
   explicit tcp_transport(std::shared_ptr<impl> impl);
   std::shared_ptr<impl> impl_;
 };
