@@ -88,6 +88,12 @@ class raw_node {  // movable, not copyable; one thread at a time
     if (m.from == no_node) return errc::malformed;
     return core_.step(m);
   }
+  // Same, taking ownership of the message (avoids copying its entries on the hot path).
+  std::error_code step(message&& m) {
+    if (is_local_message(m.type)) return errc::malformed;
+    if (m.from == no_node) return errc::malformed;
+    return core_.step(std::move(m));
+  }
 
   // Proposes `data` for the log. A follower forwards it to the leader (success here does not
   // mean it will commit: watch committed_entries). errc::proposal_dropped if no leader is known,
