@@ -203,7 +203,10 @@ std::error_code durable_storage::save(const std::optional<raft::hard_state>& har
                                       const std::vector<raft::entry>& entries) {
   if (auto ec = check_writable()) return ec;
   raft::hard_state hs = hard ? *hard : hard_;
-  if (!snapshot.empty()) {
+  // A retried ready (after a halt) may carry a snapshot its first attempt already installed.
+  const bool snapshot_done = snapshot == state_.snapshot &&
+                             state_.compacted_index == snapshot.index && state_.reset_seq != 0;
+  if (!snapshot.empty() && !snapshot_done) {
     if (auto ec = apply_snapshot_with(snapshot, hs)) return ec;
     hs = hard_;
   }

@@ -140,3 +140,47 @@ TEST_CASE("ENOSPC and EIO at random points: halt, resume, no holes, same state a
                              << " crashes while halted), all resumed without holes");
   CHECK(halts > 50);
 }
+
+TEST_CASE("a ready retried after a failure at any of its file operations is persisted once",
+          "[storage][enospc]") {
+  // One ready with a received snapshot, entries after it and a new hard state; the failure hits
+  // its k-th file operation; the driver retries the same ready until it succeeds.
+  std::mt19937_64 rng(seed_or(77));
+  int failed_saves = 0;
+  for (std::uint64_t k = 1; k <= 40; ++k) {
+    INFO("failure at operation " << k << " of the ready");
+    faulty_file_io io;
+    const auto opt = small_segments(1024, 512);
+    durable_storage s(io, "/db", opt);
+    raft::memory_storage model;
+    REQUIRE_FALSE(s.open());
+    REQUIRE_FALSE(s.bootstrap(raft::conf_state{{1, 2, 3}, {}}));
+    model.bootstrap(raft::conf_state{{1, 2, 3}, {}});
+    for (std::uint64_t i = 1; i <= 12; ++i) {
+      std::vector<raft::entry> e{make_entry(rng, i, 1, 200)};
+      REQUIRE_FALSE(s.append(e));
+      REQUIRE_FALSE(model.append(e));
+    }
+    raft::ready rd;
+    rd.snapshot = raft::snapshot_metadata{20, 2, raft::conf_state{{1, 2, 3}, {}}};
+    rd.entries = {make_entry(rng, 21, 2, 300), make_entry(rng, 22, 2, 300)};
+    rd.hard = raft::hard_state{2, 3, 21};
+    io.fail_at(io.operation_count() + k, k % 2 ? eio : enospc);
+    int attempts = 0;
+    while (s.save(rd)) {
+      CHECK(s.halted());
+      REQUIRE(++attempts < 5);
+    }
+    failed_saves += attempts;
+    io.clear_faults();  // if the ready had fewer than k operations, the failure never fired
+    REQUIRE_FALSE(model.apply_snapshot(rd.snapshot));
+    REQUIRE_FALSE(model.append(rd.entries));
+    model.set_hard_state(*rd.hard);
+    CHECK(observe(s).value() == observe(model).value());
+    io.restart();
+    durable_storage r(io, "/db", opt);
+    REQUIRE_FALSE(r.open());
+    CHECK(observe(r).value() == observe(model).value());
+  }
+  CHECK(failed_saves >= 8);
+}

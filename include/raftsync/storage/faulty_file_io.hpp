@@ -62,6 +62,12 @@ class faulty_file_io final : public file_io {
   // Each counted operation (other than open for reading) fails with probability p.
   void fail_randomly(double probability, std::error_code ec, std::uint64_t seed);
   void set_capacity_bytes(std::optional<std::uint64_t> capacity) noexcept { capacity_ = capacity; }
+  // Cancels pending fail_at, fail_randomly and crash_at points (not the capacity).
+  void clear_faults() noexcept {
+    fail_at_.clear();
+    fail_probability_ = 0;
+    crash_at_ = 0;
+  }
   void set_torn_writes(bool torn) noexcept { torn_writes_ = torn; }
   // Total size of all files (what set_capacity_bytes limits).
   std::uint64_t used_bytes() const;
