@@ -204,4 +204,42 @@ TEST_CASE("the automatic backend falls back to polling when inotify watches are 
   }
 }
 
+TEST_CASE("inotify pairs rename halves by cookie and reports unpaired halves as remove or create",
+          "[watch][inotify]") {
+  temp_folder folder;
+  temp_folder outside;
+  fs::create_directories(folder / "dir");
+  write_file(folder / "a.txt", "a");
+  write_file(outside / "in.txt", "in");
+  auto made = make_watcher(backend::inotify, contract_options());
+  REQUIRE(made.has_value());
+  collector events;
+  REQUIRE(!made.value()->start(folder.path(), events.sink()));
+  const auto seen = [&](const fs_event& wanted) {
+    return events.wait_until(
+        [&](const std::vector<fs_event>& all) {
+          return std::find(all.begin(), all.end(), wanted) != all.end();
+        },
+        10s);
+  };
+  fs::rename(folder / "a.txt", folder / "dir/b.txt");
+  CHECK(seen(fs_event::renamed(fs_kind::file, "a.txt", "dir/b.txt")));
+  fs::rename(folder / "dir", folder / "moved");
+  CHECK(seen(fs_event::renamed(fs_kind::directory, "dir", "moved")));
+  write_file(folder / "moved/c.txt", "c");  // the moved directory's watch follows it
+  CHECK(seen(fs_event::change(fs_effect::create, fs_kind::file, "moved/c.txt")));
+  fs::rename(folder / "moved/b.txt", outside / "b.txt");
+  CHECK(seen(fs_event::change(fs_effect::remove, fs_kind::unknown, "moved/b.txt")));
+  fs::rename(outside / "in.txt", folder / "in.txt");
+  CHECK(seen(fs_event::change(fs_effect::create, fs_kind::file, "in.txt")));
+  // A write never closed is still reported (after unclosed_write_delay).
+  {
+    std::ofstream open_log(folder / "log.txt", std::ios::binary);
+    open_log << "first line\n";
+    open_log.flush();
+    CHECK(seen(fs_event::change(fs_effect::modify, fs_kind::file, "log.txt")));
+  }
+  made.value()->stop();
+}
+
 }  // namespace raftsync::watch::test

@@ -162,6 +162,7 @@ class collector {
       for (fs_event& event : batch)
         events_.push_back(std::move(event));
       ++batches_;
+      largest_batch_ = std::max(largest_batch_, batch.size());
       changed_.notify_all();
     };
   }
@@ -195,6 +196,10 @@ class collector {
     std::lock_guard lock(mutex_);
     return calls_after_stop_;
   }
+  std::size_t largest_batch() const {
+    std::lock_guard lock(mutex_);
+    return largest_batch_;
+  }
   int empty_batches() const {
     std::lock_guard lock(mutex_);
     return empty_batches_;
@@ -206,6 +211,7 @@ class collector {
   std::vector<fs_event> events_;
   std::size_t taken_ = 0;
   std::size_t batches_ = 0;
+  std::size_t largest_batch_ = 0;
   int calls_after_stop_ = 0;
   int empty_batches_ = 0;
   bool closed_ = false;
