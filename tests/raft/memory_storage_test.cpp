@@ -78,7 +78,8 @@ TEST_CASE("create_snapshot then compact drops the log prefix", "[raft][memory_st
   CHECK(s.last_index() == 8);
 }
 
-TEST_CASE("apply_snapshot replaces the whole log and rejects older snapshots", "[raft][memory_storage]") {
+TEST_CASE("apply_snapshot replaces the whole log and rejects older snapshots",
+          "[raft][memory_storage]") {
   memory_storage s;
   REQUIRE(!s.append(ents(1, 3, 1)));
   REQUIRE(!s.apply_snapshot({20, 4, {{1, 2}, {5}}}));
