@@ -202,3 +202,29 @@ TEST_CASE("ready asks for persistence before sending and must_sync reflects what
   c.node(1).check_invariants();
   CHECK_FALSE(c.node(1).has_ready());
 }
+
+TEST_CASE("leader commits preceding entries from earlier terms", "[raft][5.3]") {
+  // Entries of term 1 that never committed are committed, with the new leader's no-op, once the
+  // no-op is replicated on a majority (Raft §5.3/§5.4.2).
+  cluster c({1, 2, 3}, {}, [](config& cfg) { cfg.check_quorum = false; });
+  c.elect(1);
+  const std::uint64_t committed = c.node(1).status().committed;
+  c.isolate(3);
+  c.drop = [](const message& m) { return m.type == message_type::append_response; };
+  for (int i = 0; i < 3; ++i)
+    REQUIRE(!c.node(1).propose("old" + std::to_string(i)));
+  c.stabilize();
+  // Node 2 stored the entries but its acknowledgements were lost: nothing new committed.
+  CHECK(c.node(1).status().committed == committed);
+  CHECK(c.node(2).status().last_index == committed + 3);
+  c.drop = nullptr;
+  c.heal();
+  c.isolate(1);
+  c.elect(2);
+  c.heal();
+  c.tick_all(3);
+  for (node_id id : c.ids()) {
+    CHECK(c.app(id).applied_data() == std::vector<bytes>{"old0", "old1", "old2"});
+    CHECK(c.app(id).applied.back().term == c.node(2).status().hard.term);
+  }
+}
