@@ -636,17 +636,18 @@ class tcp_transport::impl : public std::enable_shared_from_this<impl> {
 
   // Closes `c` with a logged reason; counts a handshake failure if it was not yet authenticated
   // and `handshake_failure` says the peer (not us) is to blame.
-  void fail(const std::shared_ptr<connection>& c, const std::string& reason, bool handshake_failure,
+  // `c` is taken by value: callers may pass a reference to peer->conn, which close() resets.
+  void fail(std::shared_ptr<connection> c, const std::string& reason, bool handshake_failure,
             log_level level = log_level::warning) {
     if (c->state == conn_state::closed) return;
     if (handshake_failure && c->state != conn_state::open) {
       handshake_failures_.fetch_add(1);
       if (c->peer_ptr) c->peer_ptr->handshake_failures.fetch_add(1);
     }
-    close(c, reason, level);
+    close(std::move(c), reason, level);
   }
 
-  void close(const std::shared_ptr<connection>& c, const std::string& reason,
+  void close(std::shared_ptr<connection> c, const std::string& reason,
              log_level level = log_level::info) {
     if (c->state == conn_state::closed) return;
     const bool was_open = c->state == conn_state::open;

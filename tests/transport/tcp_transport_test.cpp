@@ -447,3 +447,47 @@ TEST_CASE("stop() is prompt and idempotent with traffic in flight", "[transport]
     REQUIRE(nodes[1]->count() == after);  // nothing delivered after stop() returned
   }
 }
+
+TEST_CASE("peers given by host name and IPv6 listeners work", "[transport][tcp]") {
+  auto c2 = base_config(2);
+  test_node n2;
+  n2.start(c2);
+  auto c1 = base_config(1);
+  c1.peers[2] = {"localhost", n2.port()};  // resolved; every address of the name is tried
+  test_node n1;
+  n1.start(c1);
+  n1.transport->send(app(1, 2, "by name"));
+  REQUIRE(wait_until([&] { return n2.count() == 1; }));
+
+  auto c6 = base_config(6);
+  c6.listen_address = "::1";
+  auto t6 = tcp_transport::create(c6);
+  REQUIRE(t6.has_value());
+  if ((*t6)->start()) {
+    WARN("no IPv6 loopback here; IPv6 part skipped");
+    return;
+  }
+  std::atomic<int> got{0};
+  (*t6)->set_receive_handler([&](envelope) { ++got; });
+  n1.transport->add_peer(6, {"::1", (*t6)->listen_port()});
+  n1.transport->send(app(1, 6, "over v6"));
+  REQUIRE(wait_until([&] { return got.load() == 1; }));
+}
+
+TEST_CASE("a removed peer is disconnected and no longer redialed", "[transport][tcp]") {
+  std::vector<std::unique_ptr<test_node>> nodes;
+  start_cluster(nodes, 2);
+  REQUIRE(wait_until([&] { return all_connected(nodes); }));
+  nodes[0]->transport->remove_peer(2);
+  REQUIRE(wait_until([&] { return !nodes[1]->peer(1).connected; }));
+  const auto accepted = nodes[1]->transport->metrics().connections_accepted;
+  nodes[0]->transport->send(app(1, 2, "nobody home"));
+  // Give a redial every chance to happen (backoff max is 200 ms in these tests); none may.
+  REQUIRE_FALSE(wait_until(
+      [&] { return nodes[1]->transport->metrics().connections_accepted > accepted; }, 600ms));
+  REQUIRE(nodes[1]->count() == 0);
+  // Adding it back reconnects.
+  nodes[0]->transport->add_peer(2, {"127.0.0.1", nodes[1]->port()});
+  nodes[0]->transport->send(app(1, 2, "back"));
+  REQUIRE(wait_until([&] { return nodes[1]->count() == 1; }));
+}
