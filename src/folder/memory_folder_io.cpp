@@ -71,7 +71,8 @@ std::error_code memory_folder_io::read(std::string_view path, std::uint64_t offs
 }
 
 std::error_code memory_folder_io::write_file_atomic(std::string_view path, std::string_view content,
-                                                    std::uint32_t mode, std::int64_t mtime_ns) {
+                                                    std::uint32_t mode, std::int64_t mtime_ns,
+                                                    bool /*sync_directory*/) {
   if (auto ec = check_parent(path)) return ec;
   auto it = nodes_.find(path);
   if (it != nodes_.end() && it->second.kind == file_kind::directory)
@@ -128,6 +129,7 @@ std::error_code memory_folder_io::sync_file(std::string_view path) {
 }
 
 std::error_code memory_folder_io::sync_dir(std::string_view path) {
+  ++dir_syncs_;
   if (path.empty()) return {};
   auto st = lstat(path);
   if (!st) return st.error();

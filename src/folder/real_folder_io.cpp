@@ -209,7 +209,8 @@ std::error_code real_folder_io::read(std::string_view path, std::uint64_t offset
 }
 
 std::error_code real_folder_io::write_file_atomic(std::string_view path, std::string_view content,
-                                                  std::uint32_t mode, std::int64_t mtime_ns) {
+                                                  std::uint32_t mode, std::int64_t mtime_ns,
+                                                  bool sync_directory) {
   auto parent = open_parent(root_fd_, path);
   if (!parent) return parent.error();
   if (parent->leaf.empty()) return std::make_error_code(std::errc::is_a_directory);
@@ -230,7 +231,7 @@ std::error_code real_folder_io::write_file_atomic(std::string_view path, std::st
   fd = fd_guard();
   if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0)
     return fail(last_error());
-  if (::fsync(parent->fd) != 0) return last_error();
+  if (sync_directory && ::fsync(parent->fd) != 0) return last_error();
   return {};
 }
 

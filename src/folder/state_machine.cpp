@@ -246,6 +246,12 @@ std::error_code state_machine::open() {
 
 std::error_code state_machine::persist() {
   if (!dirty_) return {};
+  // Renames of deferred applies must be durable before a state file that says they happened.
+  for (const auto& dir : dirs_to_sync_) {
+    auto ec = tree_.sync_dir(dir);
+    if (ec && !is_missing(ec)) return ec;
+  }
+  dirs_to_sync_.clear();
   // Staged chunks must be durable before a state file that says they were received.
   for (const auto& [origin, up] : uploads_) {
     auto ec = tree_.sync_file(staging_path(origin, up.upload_id));
@@ -564,7 +570,7 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
     if (!other) return other.error();
   }
   if (auto ec = tree_.rename(path, copy)) return ec;
-  if (auto ec = tree_.sync_dir(parent_path(path))) return ec;
+  if (auto ec = sync_directory(parent_path(path))) return ec;
   r.preserved.push_back({std::string(path), copy});
   return {};
 }
@@ -592,7 +598,7 @@ std::error_code state_machine::ensure_parents(std::uint64_t index, const command
     }
     if (need_mkdir) {
       if (auto ec = tree_.mkdir(dir, mode); ec && ec != std::errc::file_exists) return ec;
-      if (auto ec = tree_.sync_dir(parent_path(dir))) return ec;
+      if (auto ec = sync_directory(parent_path(dir))) return ec;
     }
     if (e == nullptr) {
       manifest_entry d;
@@ -615,6 +621,12 @@ std::error_code state_machine::ensure_parents(std::uint64_t index, const command
       r.written.push_back({dir, *now, {}});
     }
   }
+  return {};
+}
+
+std::error_code state_machine::sync_directory(std::string_view dir) {
+  if (!config_.defer_directory_sync) return tree_.sync_dir(dir);
+  dirs_to_sync_.emplace(dir);
   return {};
 }
 
@@ -663,8 +675,10 @@ apply_result state_machine::do_write(std::uint64_t index, const command& c, appl
     e.local_inode = 0;  // the working file is a newer local edit: never matches cheaply
   } else {
     if (!already) {
-      if (auto ec = tree_.write_file_atomic(target, c.content, e.mode, e.mtime_ns))
+      if (auto ec = tree_.write_file_atomic(target, c.content, e.mode, e.mtime_ns,
+                                            !config_.defer_directory_sync))
         return failed(std::move(r), ec, "writing \"" + target + "\"");
+      if (config_.defer_directory_sync) dirs_to_sync_.emplace(parent_path(target));
     } else {
       auto st = tree_.lstat(target);
       if (!st) return failed(std::move(r), st.error(), "lstat");
@@ -874,9 +888,9 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
         return failed(std::move(r), ec, "utimens");
       if (auto ec = tree_.sync_file(staging)) return failed(std::move(r), ec, "fsync");
       if (auto ec = tree_.rename(staging, target)) return failed(std::move(r), ec, "rename");
-      if (auto ec = tree_.sync_dir(parent_path(target)))
+      if (auto ec = sync_directory(parent_path(target)))
         return failed(std::move(r), ec, "fsync dir");
-      if (auto ec = tree_.sync_dir("")) return failed(std::move(r), ec, "fsync root");
+      if (auto ec = sync_directory("")) return failed(std::move(r), ec, "fsync root");
       uploads_.erase(c.origin);
       if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
     }
@@ -908,7 +922,7 @@ apply_result state_machine::do_remove(std::uint64_t, const command& c, apply_res
     if (*matches) {
       if (auto ec = tree_.unlink(c.path); ec && !is_missing(ec))
         return failed(std::move(r), ec, "unlink");
-      if (auto ec = tree_.sync_dir(parent_path(c.path)))
+      if (auto ec = sync_directory(parent_path(c.path)))
         return failed(std::move(r), ec, "fsync dir");
     } else if (!r.own) {
       bool already = false;
@@ -989,9 +1003,9 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
       if (ec) return failed(std::move(r), ec, "rmdir destination");
     }
     if (auto ec = tree_.rename(c.path, to)) return failed(std::move(r), ec, "rename");
-    if (auto ec = tree_.sync_dir(parent_path(c.path))) return failed(std::move(r), ec, "fsync dir");
+    if (auto ec = sync_directory(parent_path(c.path))) return failed(std::move(r), ec, "fsync dir");
     if (parent_path(to) != parent_path(c.path))
-      if (auto ec = tree_.sync_dir(parent_path(to))) return failed(std::move(r), ec, "fsync dir");
+      if (auto ec = sync_directory(parent_path(to))) return failed(std::move(r), ec, "fsync dir");
   }
   // (A missing source is either a replay of this rename or a local delete that the scanner
   // will propose as a delete of the destination.)
@@ -1051,7 +1065,7 @@ apply_result state_machine::do_mkdir(std::uint64_t index, const command& c, appl
   }
   if (!st) {
     if (auto ec = tree_.mkdir(c.path, mode)) return failed(std::move(r), ec, "mkdir");
-    if (auto ec = tree_.sync_dir(parent_path(c.path))) return failed(std::move(r), ec, "fsync dir");
+    if (auto ec = sync_directory(parent_path(c.path))) return failed(std::move(r), ec, "fsync dir");
   } else if (st->mode != mode) {
     if (auto ec = tree_.chmod(c.path, mode)) return failed(std::move(r), ec, "chmod");
   }
@@ -1084,7 +1098,7 @@ apply_result state_machine::do_rmdir(std::uint64_t, const command& c, apply_resu
       ec != std::errc::not_a_directory && ec != std::errc::file_exists)
     return failed(std::move(r), ec, "rmdir");
   if (!ec)
-    if (auto e2 = tree_.sync_dir(parent_path(c.path))) return failed(std::move(r), e2, "fsync dir");
+    if (auto e2 = sync_directory(parent_path(c.path))) return failed(std::move(r), e2, "fsync dir");
   erase_entry(c.path);
   r.removed.push_back(c.path);
   return r;
@@ -1176,7 +1190,7 @@ apply_result state_machine::do_symlink(std::uint64_t index, const command& c, ap
   } else {
     if (!in_place) {
       if (auto ec = tree_.symlink(c.target, target)) return failed(std::move(r), ec, "symlink");
-      if (auto ec = tree_.sync_dir(parent_path(target)))
+      if (auto ec = sync_directory(parent_path(target)))
         return failed(std::move(r), ec, "fsync dir");
     }
     if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");

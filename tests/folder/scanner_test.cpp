@@ -34,9 +34,9 @@ class probing_io final : public folder_io {
     return ec;
   }
   std::error_code write_file_atomic(std::string_view p, std::string_view c, std::uint32_t m,
-                                    std::int64_t t) override {
+                                    std::int64_t t, bool sync_directory = true) override {
     if (p.rfind(".raftsync/", 0) != 0) max_write = std::max(max_write, c.size());
-    return inner_.write_file_atomic(p, c, m, t);
+    return inner_.write_file_atomic(p, c, m, t, sync_directory);
   }
   std::error_code write_at(std::string_view p, std::uint64_t o, std::string_view d) override {
     max_write = std::max(max_write, d.size());

@@ -346,3 +346,26 @@ TEST_CASE("metadata commands do not change the version and do not cause conflict
   CHECK(n.sm->apply(4, make(command_kind::set_mode, 3, 2, "missing", 0)).status ==
         apply_status::ignored);
 }
+
+TEST_CASE("deferred directory syncs happen in persist, before the state file",
+          "[folder][apply][restart]") {
+  memory_folder_io io;
+  state_machine_config config = small_config(1);
+  config.defer_directory_sync = true;
+  state_machine sm(config, io, io);
+  REQUIRE_FALSE(sm.open());
+  auto before = io.dir_sync_count();
+  for (std::uint64_t i = 1; i <= 50; ++i)
+    REQUIRE(
+        sm.apply(i, make_write(2, i, "d" + std::to_string(i % 5) + "/f" + std::to_string(i), "x"))
+            .status == apply_status::applied);
+  CHECK(io.dir_sync_count() == before);  // no directory fsync inside the applies
+  REQUIRE_FALSE(sm.persist());
+  // The five directories and the root (for the implicit mkdirs), once each.
+  CHECK(io.dir_sync_count() - before == 6);
+
+  node eager(1);
+  auto eager_before = eager.io->dir_sync_count();
+  eager.sm->apply(1, make_write(2, 1, "d/f", "x"));
+  CHECK(eager.io->dir_sync_count() > eager_before);
+}

@@ -51,9 +51,11 @@ class folder_io {
                                std::string& out) = 0;
   // The atomic replace of contract point 4: write `content` to a temporary file in the same
   // directory (".raftsync-tmp-*"), set mode and mtime, fsync it, rename it over `path`, fsync the
-  // directory. A reader sees the old or the new bytes, never a mix.
+  // directory (unless !sync_directory: the caller then fsyncs it later, before anything that
+  // depends on the rename being durable). A reader sees the old or the new bytes, never a mix.
   virtual std::error_code write_file_atomic(std::string_view path, std::string_view content,
-                                            std::uint32_t mode, std::int64_t mtime_ns) = 0;
+                                            std::uint32_t mode, std::int64_t mtime_ns,
+                                            bool sync_directory = true) = 0;
   // Writes `data` at `offset` into `path`, creating it (mode 0600) if missing, never truncating.
   // For staging objects; not atomic.
   virtual std::error_code write_at(std::string_view path, std::uint64_t offset,

@@ -21,7 +21,8 @@ class memory_folder_io final : public folder_io {
   std::error_code read(std::string_view path, std::uint64_t offset, std::size_t max_bytes,
                        std::string& out) override;
   std::error_code write_file_atomic(std::string_view path, std::string_view content,
-                                    std::uint32_t mode, std::int64_t mtime_ns) override;
+                                    std::uint32_t mode, std::int64_t mtime_ns,
+                                    bool sync_directory = true) override;
   std::error_code write_at(std::string_view path, std::uint64_t offset,
                            std::string_view data) override;
   std::error_code truncate(std::string_view path, std::uint64_t size_bytes) override;
@@ -51,6 +52,7 @@ class memory_folder_io final : public folder_io {
   // comparing replicas; internal paths (.raftsync*, temporaries) excluded.
   std::string dump() const;
   std::uint64_t mutation_count() const noexcept { return mutations_; }
+  std::uint64_t dir_sync_count() const noexcept { return dir_syncs_; }
 
  private:
   struct node {
@@ -72,6 +74,7 @@ class memory_folder_io final : public folder_io {
   std::uint64_t next_inode_ = 2;
   std::uint64_t temp_counter_ = 0;
   std::uint64_t mutations_ = 0;
+  std::uint64_t dir_syncs_ = 0;
   std::uint64_t fail_countdown_ = 0;
   std::error_code fail_error_;
 };
