@@ -158,11 +158,11 @@ class rdcw_watcher final : public watcher {
                               fs_event::change(fs_effect::create, fs_kind::directory, parent), out);
       }
     }
+    if (options_.ignore.ignored(relative)) return;
     const fs_kind kind = kind_of(relative);
-    append_unless_ignored(options_.ignore, fs_event::change(fs_effect::create, kind, relative),
-                          out);
-    if (wine_ && kind == fs_kind::directory) reopen_requested_ = true;
-    if (kind != fs_kind::directory || options_.ignore.ignored(relative)) return;
+    out.push_back(fs_event::change(fs_effect::create, kind, relative));
+    if (kind != fs_kind::directory) return;
+    if (wine_) reopen_requested_ = true;
     // Moved in from outside: Windows reports only the directory. (For a directory just
     // created, the listing is usually empty or duplicates events that follow: harmless.)
     snapshot found;
