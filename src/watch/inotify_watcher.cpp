@@ -291,6 +291,11 @@ class inotify_watcher final : public watcher {
       if (mask & IN_ISDIR) rename_watches(move.path, path);
       unclosed_writes_.erase(move.path);
       out.push_back(fs_event::renamed(kind, move.path, path));
+      if ((mask & IN_ISDIR) && path_to_wd_.find(path) == path_to_wd_.end()) {
+        // Renamed before its IN_CREATE was handled (the listing under the old name failed):
+        // it was never watched. Watch and list it now.
+        adopt_directory(path, out);
+      }
       return;
     }
     if (options_.ignore.ignored(path)) return;

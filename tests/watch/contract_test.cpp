@@ -150,6 +150,24 @@ TEST_CASE("a deep tree made with mkdir -p and filled at once is reported complet
   }
 }
 
+TEST_CASE("a directory created and renamed before the watcher saw it is still watched",
+          "[watch][contract]") {
+  const backend which = GENERATE(from_range(contract_backends()));
+  DYNAMIC_SECTION(name_of(which)) {
+    contract_fixture f(which);
+    f.start(/*stalled=*/true);
+    write_file(f / "trigger", "t");
+    REQUIRE(f.stall.wait_entered(10s));
+    fs::create_directories(f / "new/sub");
+    write_file(f / "new/sub/early.txt", "e");
+    fs::rename(f / "new", f / "renamed");
+    f.stall.open();
+    f.settle("directory created and renamed while the backend was stalled");
+    write_file(f / "renamed/sub/late.txt", "l");
+    f.settle("file written into it afterwards");
+  }
+}
+
 TEST_CASE("removing directories is reported", "[watch][contract]") {
   const backend which = GENERATE(from_range(contract_backends()));
   DYNAMIC_SECTION(name_of(which)) {
