@@ -53,7 +53,7 @@ class bench_cluster {
       n->net = &network_.endpoint(id);
       n->net->set_receive_handler([this, id](transport::envelope e) {
         node& target = *nodes_[id - 1];
-        if (const auto* m = std::get_if<raft::message>(&e.body)) (void)target.raft->step(*m);
+        if (auto* m = std::get_if<raft::message>(&e.body)) (void)target.raft->step(std::move(*m));
         handle_ready(target);
       });
       raft::config cfg;

@@ -79,7 +79,7 @@ class cluster {
       n->net->set_receive_handler([this, id](transport::envelope e) {
         node& target = *nodes_.at(id);
         if (!target.raft) return;
-        if (const auto* m = std::get_if<raft::message>(&e.body)) (void)target.raft->step(*m);
+        if (auto* m = std::get_if<raft::message>(&e.body)) (void)target.raft->step(std::move(*m));
         handle_ready(target);
       });
       nodes_[id] = std::move(n);

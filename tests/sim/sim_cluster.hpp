@@ -903,7 +903,7 @@ class cluster {
             m->log_term, " index ", m->index, " entries ", m->entries.size(), " commit ", m->commit,
             " reject ", m->reject, " hint ", m->reject_hint, " snapshot ", m->snapshot.index);
       }
-      (void)n.raft->step(*m);  // errors (a stale or foreign message) are the core's to judge
+      (void)n.raft->step(std::move(*m));  // errors (a stale or foreign message): the core's call
     } else {
       const auto& am = std::get<transport::app_message>(e.body);
       const std::uint64_t token = std::strtoull(am.payload.c_str(), nullptr, 10);
