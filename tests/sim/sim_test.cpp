@@ -4,6 +4,7 @@
 //   RAFTSYNC_SIM_SHARD=k/K   run only the seeds s with s % K == k
 //   RAFTSYNC_SIM_SEED=S      replay seed S alone, printing every event
 //   RAFTSYNC_SIM_MESSAGES=1  with RAFTSYNC_SIM_SEED: also print every message delivered
+//   RAFTSYNC_SIM_TICKS=T     ticks of faults per seed before healing (default 150..350 by seed)
 // A failure prints the seed, the violated property and the replay command.
 #include <catch2/catch.hpp>
 
@@ -83,6 +84,7 @@ TEST_CASE("random 3- and 5-node clusters keep Raft's safety properties under fau
     o.seed = seed;
     o.log_events = replay;
     o.log_messages = replay && std::getenv("RAFTSYNC_SIM_MESSAGES") != nullptr;
+    o.chaos_ticks = env_u64("RAFTSYNC_SIM_TICKS", 0);
     const scenario_result r = run_random_scenario(o);
     total += r.stats;
     (r.description.rfind("nodes=3", 0) == 0 ? three : five) += 1;
