@@ -72,11 +72,17 @@ struct cluster {
   void propose(std::size_t i) {
     node& n = *nodes[i];
     n.utc_ns += 1'000'000'000;
-    if (n.sm->needs_snapshot()) return;
     auto report = scan(*n.sm, "");
     REQUIRE(report.has_value());
     for (const auto& path : report->changed) {
       auto plan = n.reader->read_change(path);
+      if (std::getenv("RAFTSYNC_FOLDER_TRACE"))
+        std::cerr << "node " << i + 1 << " scan: " << path << " -> "
+                  << (plan ? std::to_string(plan->commands.size()) + " commands " +
+                                 (plan->commands.empty() ? std::string()
+                                                         : describe(plan->commands[0]))
+                           : plan.error().message())
+                  << "\n";
       if (!plan) continue;  // busy or vanished: the next scan sees it again
       for (auto& c : node::flatten(std::move(*plan)))
         pending[i].push_back(std::move(c));
@@ -124,9 +130,11 @@ struct cluster {
       snapshot_writer writer(*nodes[donor]->sm);
       snapshot_reader reader(*nodes[i]->sm);
       bool ok = true;
+      std::error_code bytes_error;
       while (!reader.complete()) {
         auto bytes = writer.read(reader.next_offset(), chunk);
         if (!bytes) {
+          bytes_error = bytes.error();
           ok = false;  // the donor has an uncommitted local edit: commit it first, retry
           break;
         }
@@ -137,6 +145,13 @@ struct cluster {
         return;
       }
       REQUIRE_FALSE(reader.abort());
+      if (std::getenv("RAFTSYNC_FOLDER_TRACE")) {
+        const manifest_entry* a = nodes[donor]->sm->committed().find("a");
+        std::cerr << "heal " << i + 1 << " from " << donor + 1 << " attempt " << attempt
+                  << " failed: " << bytes_error.message() << "; donor applied "
+                  << nodes[donor]->sm->applied_index() << " a.version " << (a ? a->version : 0)
+                  << "\n";
+      }
       propose(donor);
       commit_some(donor, pending[donor].size());
       for (std::size_t k = 0; k < 3; ++k)
@@ -173,6 +188,10 @@ struct cluster {
     }
     // Quiescence: no more user edits; propose, commit and apply until nothing changes.
     for (int round = 0;; ++round) {
+      if (std::getenv("RAFTSYNC_FOLDER_TRACE"))
+        std::cerr << "round " << round << " log " << l.entries.size() << " applied "
+                  << nodes[0]->sm->applied_index() << " " << nodes[1]->sm->applied_index() << " "
+                  << nodes[2]->sm->applied_index() << "\n";
       REQUIRE(round < 30);
       for (std::size_t i = 0; i < 3; ++i) {
         apply(i);
