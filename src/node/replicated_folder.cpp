@@ -216,7 +216,17 @@ class replicated_folder::impl {
   void drain_apply_queue();
   void handle_apply_result(const folder::apply_result& r);
   void schedule_detection();
+  struct outgoing_snapshot {
+    std::unique_ptr<folder::snapshot_writer> writer;
+    raft::message message;  // sent once the receiver has every byte
+    std::uint64_t sent = 0;
+    std::uint64_t acked = 0;
+    clock_type::time_point last_progress;
+  };
   void start_snapshot_stream(raft::message m);
+  void pump_snapshot(raft::node_id to, outgoing_snapshot& out);
+  void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
+  void check_snapshot_timeouts();
   void on_app_message(raft::node_id from, const transport::app_message& m);
   void log(int level, const std::string& text) const;
   bool wanted(std::string_view path) const;
@@ -246,7 +256,9 @@ class replicated_folder::impl {
   std::unique_ptr<folder::state_machine> machine_;
   raft::conf_state conf_;
   std::map<std::uint64_t, pending_proposal> pending_;  // own sequence → proposal
-  std::set<std::string> dirty_paths_;                  // waiting for detect_and_propose
+  // path → (sequence, command bytes without sequence and clock) of its latest pending command.
+  std::map<std::string, std::pair<std::uint64_t, std::string>, std::less<>> pending_by_path_;
+  std::set<std::string> dirty_paths_;  // waiting for detect_and_propose
   std::deque<std::unique_ptr<flush_waiter>> flush_waiters_;
   std::uint64_t last_sequence_ = 0;
   raft::soft_state soft_;
@@ -257,6 +269,9 @@ class replicated_folder::impl {
   std::function<void(raft::node_id, std::uint64_t)> leader_callback_;
   std::map<raft::node_id, std::string> peer_addresses_;  // for status/logs
   bool in_ready_loop_ = false;
+  std::map<raft::node_id, outgoing_snapshot> outgoing_snapshots_;
+  std::unique_ptr<folder::snapshot_reader> incoming_snapshot_;
+  raft::node_id incoming_snapshot_from_ = raft::no_node;
   bool detection_scheduled_ = false;
   std::set<std::string> rescan_roots_;  // subtrees to rescan (watcher overflow)
   std::vector<std::pair<std::string, std::string>> renames_;  // watcher renames, from → to
@@ -377,6 +392,11 @@ std::error_code replicated_folder::impl::open_state() {
     transport_config.peers[peer.id] = transport::peer_address{peer.host, peer.port};
     peer_addresses_[peer.id] = fmt::format("{}:{}", peer.host, peer.port);
   }
+  transport_config.log = [this](transport::log_level level, std::string_view message) {
+    // transport levels: debug 0 … error 3; ours: error 0 … debug 3.
+    log(3 - static_cast<int>(level), fmt::format("transport: {}", message));
+  };
+  transport_config.log_level_min = transport::log_level::info;
   auto created = transport::tcp_transport::create(executor_, transport_config);
   if (!created) return created.error();
   transport_ = std::move(*created);
@@ -470,6 +490,8 @@ void replicated_folder::impl::on_tick() {
     return;
   }
   node_->tick();
+  if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
+  if (!apply_queue_.empty()) drain_apply_queue();  // an apply failed earlier: retry it
   // Re-propose what was not applied in time (lost with a leader, dropped without one).
   const auto now = clock_type::now();
   for (auto& [sequence, p] : pending_) {
@@ -579,7 +601,13 @@ void replicated_folder::impl::drain_apply_queue() {
 void replicated_folder::impl::handle_apply_result(const folder::apply_result& r) {
   if (r.own) {
     auto it = pending_.find(r.sequence);
-    if (it != pending_.end()) pending_.erase(it);
+    if (it != pending_.end()) {
+      auto by_path = pending_by_path_.find(it->second.path);
+      if (by_path != pending_by_path_.end() && by_path->second.first == r.sequence) {
+        pending_by_path_.erase(by_path);
+      }
+      pending_.erase(it);
+    }
     if (upload_ && upload_in_flight_.erase(r.sequence) != 0) {
       const bool failed =
           r.status == folder::apply_status::rejected || r.status == folder::apply_status::ignored;
@@ -653,13 +681,29 @@ void replicated_folder::impl::apply_conf_change_entry(const raft::entry& e) {
 
 void replicated_folder::impl::propose_command(folder::command cmd) {
   cmd.origin = config_.id;
-  if (cmd.sequence == 0) cmd.sequence = machine_->next_sequence();
   if (cmd.timestamp_ns == 0) cmd.timestamp_ns = utc_now_ns();
+  // Several events for one change (create, modify, close) must not become several commands: a
+  // command equal to one still pending for the same path (sequence and clock aside) is dropped.
+  const bool is_upload =
+      cmd.kind == folder::command_kind::chunk || cmd.kind == folder::command_kind::commit;
+  std::string fingerprint;
+  if (!is_upload) {
+    folder::command key = cmd;
+    key.sequence = 0;
+    key.timestamp_ns = 0;
+    fingerprint = folder::encode_command(key);
+    auto it = pending_by_path_.find(cmd.path);
+    if (it != pending_by_path_.end() && pending_.count(it->second.first) != 0 &&
+        it->second.second == fingerprint) {
+      return;
+    }
+  }
+  if (cmd.sequence == 0) cmd.sequence = machine_->next_sequence();
   log(3, fmt::format("propose {}", folder::describe(cmd)));
   pending_proposal p;
   p.data = folder::encode_command(cmd);
-  // Reader-built commands carry a sequence already; programmatic ones get theirs here.
   p.path = cmd.path;
+  if (!is_upload) pending_by_path_[cmd.path] = {cmd.sequence, std::move(fingerprint)};
   auto [it, inserted] = pending_.emplace(cmd.sequence, std::move(p));
   last_sequence_ = std::max(last_sequence_, cmd.sequence);
   propose_pending(it->second);
@@ -1112,9 +1156,244 @@ void replicated_folder::impl::detect_renamed(const std::string& from, const std:
 }  // namespace raftsync
 
 namespace raftsync {
-void replicated_folder::impl::start_snapshot_stream(raft::message m) {
-  node_->report_snapshot(m.to, false);
+
+// ---------------------------------------------------------------------------------------------
+// Folder snapshots. The Raft snapshot message carries only metadata; the folder's committed state
+// travels beside it on app channel `snapshot_channel`, in pieces of at most chunk_bytes with a
+// window of `snapshot_window` unacknowledged pieces, so memory stays bounded by a few chunks on
+// both sides whatever the folder's size. Only when the receiver acknowledged every byte does the
+// leader send the Raft message; the receiver has installed the folder by then, and its core then
+// adopts the snapshot's log position.
+//
+// Piece format (little endian): u8 kind | u64 snapshot index | u64 offset | u64 total | bytes.
+//   kind 1 data (leader → follower), 2 ack (follower → leader: offset = next byte wanted),
+//   3 abort (either way: the transfer is over; the leader retries when Raft asks again).
+
+namespace {
+constexpr std::uint32_t snapshot_channel = 1;
+constexpr std::size_t snapshot_window = 4;
+constexpr std::size_t snapshot_piece_header_bytes = 25;
+
+std::string encode_piece(std::uint8_t kind, std::uint64_t index, std::uint64_t offset,
+                         std::uint64_t total, std::string_view data = {}) {
+  std::string out;
+  out.reserve(snapshot_piece_header_bytes + data.size());
+  out.push_back(static_cast<char>(kind));
+  for (std::uint64_t value : {index, offset, total}) {
+    for (int i = 0; i < 8; ++i)
+      out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  }
+  out.append(data);
+  return out;
 }
-void replicated_folder::impl::on_app_message(raft::node_id, const transport::app_message&) {}
-void replicated_folder::impl::maybe_snapshot() {}
+
+struct piece {
+  std::uint8_t kind = 0;
+  std::uint64_t index = 0, offset = 0, total = 0;
+  std::string_view data;
+};
+
+std::optional<piece> decode_piece(std::string_view bytes) {
+  if (bytes.size() < snapshot_piece_header_bytes) return std::nullopt;
+  piece p;
+  p.kind = static_cast<std::uint8_t>(bytes[0]);
+  std::uint64_t* fields[] = {&p.index, &p.offset, &p.total};
+  for (int f = 0; f < 3; ++f) {
+    std::uint64_t value = 0;
+    for (int i = 0; i < 8; ++i) {
+      value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[1 + 8 * f + i]))
+               << (8 * i);
+    }
+    *fields[f] = value;
+  }
+  if (p.kind < 1 || p.kind > 3) return std::nullopt;
+  p.data = bytes.substr(snapshot_piece_header_bytes);
+  return p;
+}
+}  // namespace
+
+void replicated_folder::impl::start_snapshot_stream(raft::message m) {
+  const raft::node_id to = m.to;
+  if (outgoing_snapshots_.count(to) != 0) return;  // already streaming to that peer
+  // The data is the folder's committed state at the applied index, which is usually newer than
+  // the log's snapshot: record a log snapshot at that index so metadata and data agree.
+  const std::uint64_t index = machine_->applied_index();
+  if (log_->snapshot().index < index) {
+    if (std::error_code ec = log_->create_snapshot(index, conf_)) {
+      log(1, fmt::format("snapshot for node {}: {}", to, ec.message()));
+      node_->report_snapshot(to, false);
+      return;
+    }
+  }
+  outgoing_snapshot out;
+  out.writer = std::make_unique<folder::snapshot_writer>(*machine_);
+  out.message = std::move(m);
+  out.message.snapshot = log_->snapshot();
+  out.last_progress = clock_type::now();
+  log(2, fmt::format("sending a folder snapshot at #{} ({} bytes) to node {}", out.writer->index(),
+                     out.writer->total_bytes(), to));
+  auto [it, inserted] = outgoing_snapshots_.emplace(to, std::move(out));
+  pump_snapshot(to, it->second);
+}
+
+void replicated_folder::impl::pump_snapshot(raft::node_id to, outgoing_snapshot& out) {
+  const std::uint64_t total = out.writer->total_bytes();
+  while (out.sent < total && out.sent - out.acked < snapshot_window * config_.chunk_bytes) {
+    auto data = out.writer->read(out.sent, config_.chunk_bytes);
+    if (!data) {
+      // errc::conflict: a working file no longer holds its committed bytes (a local edit or a
+      // newer apply). Give up this one; Raft asks again and a fresh snapshot is taken.
+      finish_snapshot(to, false, data.error().message());
+      return;
+    }
+    transport::app_message piece_message;
+    piece_message.channel = snapshot_channel;
+    piece_message.payload = encode_piece(1, out.writer->index(), out.sent, total, *data);
+    out.sent += data->size();
+    transport_->send(transport::envelope{config_.id, to, std::move(piece_message)});
+  }
+}
+
+void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const std::string& why) {
+  auto it = outgoing_snapshots_.find(to);
+  if (it == outgoing_snapshots_.end()) return;
+  if (ok) {
+    log(2,
+        fmt::format("folder snapshot at #{} delivered to node {}", it->second.writer->index(), to));
+    raft::message m = std::move(it->second.message);
+    transport_->send(transport::envelope{config_.id, to, std::move(m)});
+  } else {
+    log(1, fmt::format("folder snapshot to node {} abandoned: {}", to, why));
+    transport::app_message abort_message;
+    abort_message.channel = snapshot_channel;
+    abort_message.payload = encode_piece(3, it->second.writer->index(), 0, 0);
+    transport_->send(transport::envelope{config_.id, to, std::move(abort_message)});
+  }
+  outgoing_snapshots_.erase(it);
+  node_->report_snapshot(to, ok);
+}
+
+void replicated_folder::impl::on_app_message(raft::node_id from, const transport::app_message& m) {
+  if (m.channel != snapshot_channel) return;
+  auto p = decode_piece(m.payload);
+  if (!p) {
+    log(1, fmt::format("malformed snapshot piece from node {} ignored", from));
+    return;
+  }
+  if (p->kind == 2 || (p->kind == 3 && outgoing_snapshots_.count(from) != 0 &&
+                       outgoing_snapshots_.at(from).writer->index() == p->index)) {
+    // Leader side: an acknowledgement (or the receiver gave up).
+    auto it = outgoing_snapshots_.find(from);
+    if (it == outgoing_snapshots_.end() || it->second.writer->index() != p->index) return;
+    if (p->kind == 3) {
+      finish_snapshot(from, false, "the receiver aborted");
+      return;
+    }
+    outgoing_snapshot& out = it->second;
+    out.last_progress = clock_type::now();
+    out.acked = std::max(out.acked, p->offset);
+    if (p->offset < out.sent) out.sent = std::max(p->offset, out.acked);  // resend from there
+    if (out.acked >= out.writer->total_bytes()) {
+      finish_snapshot(from, true, {});
+      return;
+    }
+    pump_snapshot(from, out);
+    return;
+  }
+  // Follower side.
+  if (p->kind == 3) {
+    if (incoming_snapshot_ && incoming_snapshot_->index() == p->index) {
+      (void)incoming_snapshot_->abort();
+      incoming_snapshot_.reset();
+    }
+    return;
+  }
+  auto reply = [&](std::uint8_t kind, std::uint64_t offset) {
+    transport::app_message ack;
+    ack.channel = snapshot_channel;
+    ack.payload = encode_piece(kind, p->index, offset, p->total);
+    transport_->send(transport::envelope{config_.id, from, std::move(ack)});
+  };
+  if (p->index <= machine_->applied_index()) {
+    // The folder already holds that state or a newer one (an earlier transfer installed it but its
+    // Raft message was lost): acknowledge everything so the leader sends the Raft message now.
+    reply(2, p->total);
+    return;
+  }
+  if (!incoming_snapshot_ || incoming_snapshot_->index() != p->index ||
+      incoming_snapshot_from_ != from) {
+    if (p->offset != 0) {
+      reply(2, 0);  // restart from the beginning for us
+      return;
+    }
+    if (incoming_snapshot_) (void)incoming_snapshot_->abort();
+    // Local edits not proposed yet would be replaced by the install: propose them first.
+    detect_and_propose({""}, true);
+    incoming_snapshot_ = std::make_unique<folder::snapshot_reader>(*machine_);
+    incoming_snapshot_from_ = from;
+    log(2, fmt::format("receiving a folder snapshot at #{} ({} bytes) from node {}", p->index,
+                       p->total, from));
+  }
+  if (p->offset != incoming_snapshot_->next_offset()) {
+    reply(2, incoming_snapshot_->next_offset());
+    return;
+  }
+  if (std::error_code ec = incoming_snapshot_->write(p->offset, p->data)) {
+    log(1, fmt::format("folder snapshot from node {} rejected: {}", from, ec.message()));
+    (void)incoming_snapshot_->abort();
+    incoming_snapshot_.reset();
+    reply(3, 0);
+    return;
+  }
+  if (incoming_snapshot_->complete()) {
+    if (std::error_code ec = incoming_snapshot_->install()) {
+      log(0,
+          fmt::format("installing the folder snapshot at #{} failed: {}", p->index, ec.message()));
+      (void)incoming_snapshot_->abort();
+      incoming_snapshot_.reset();
+      reply(3, 0);
+      return;
+    }
+    log(2, fmt::format("folder snapshot at #{} installed", p->index));
+    // Anything queued for apply is older than the snapshot: drop it.
+    std::erase_if(apply_queue_, [&](const raft::entry& e) { return e.index <= p->index; });
+    incoming_snapshot_.reset();
+  }
+  reply(2, p->offset + p->data.size());
+}
+
+// Compaction: once enough entries were applied (and the manifest persisted), record a log
+// snapshot at the persisted index and drop the log below it, keeping `retained_entries` so a
+// briefly lagging follower still catches up from the log rather than by a folder snapshot.
+void replicated_folder::impl::maybe_snapshot() {
+  constexpr std::uint64_t retained_entries = 1000;
+  if (applied_since_snapshot_ < config_.snapshot_entries) return;
+  const std::uint64_t index = machine_->persisted_index();
+  if (index <= log_->snapshot().index) return;
+  applied_since_snapshot_ = 0;
+  if (std::error_code ec = log_->create_snapshot(index, conf_)) {
+    log(1, fmt::format("log snapshot at #{} failed: {}", index, ec.message()));
+    return;
+  }
+  if (index > retained_entries) {
+    const std::uint64_t compact_to = std::min(index - retained_entries, log_->snapshot().index);
+    if (compact_to >= log_->first_index()) {
+      if (std::error_code ec = log_->compact(compact_to)) {
+        log(1, fmt::format("log compaction to #{} failed: {}", compact_to, ec.message()));
+      }
+    }
+  }
+}
+
+void replicated_folder::impl::check_snapshot_timeouts() {
+  const auto now = clock_type::now();
+  for (auto it = outgoing_snapshots_.begin(); it != outgoing_snapshots_.end();) {
+    const raft::node_id to = it->first;
+    ++it;
+    if (now - outgoing_snapshots_.at(to).last_progress > std::chrono::seconds(10)) {
+      finish_snapshot(to, false, "no progress for 10 s");
+    }
+  }
+}
+
 }  // namespace raftsync

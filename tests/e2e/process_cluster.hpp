@@ -151,7 +151,8 @@ class process_cluster {
         "--secret-file",
         secret_file_.string(),
         "--log-level",
-        "info"};
+        std::getenv("RAFTSYNC_E2E_LOG_LEVEL") != nullptr ? std::getenv("RAFTSYNC_E2E_LOG_LEVEL")
+                                                         : "info"};
     for (int peer = 1; peer <= size(); ++peer) {
       if (peer == id) continue;
       args.push_back("--peer");

@@ -3,12 +3,16 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
+#include <pthread.h>
+#include <signal.h>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -209,12 +213,15 @@ int run_node(options opts) {
     fmt::print(stderr, "raftsync: invalid configuration: {}\n", error);
     return 2;
   }
+  // The node runs on this io_context, driven by one thread; the main thread only starts and
+  // stops it (start()/stop() wait for the node's strand, so they must not run on that thread).
   asio::io_context io;
+  auto work = asio::make_work_guard(io);
+  std::thread io_thread([&io] { io.run(); });
+  opts.config.log = [](int level, std::string_view message) {
+    log_line(level, std::string(message));
+  };
   replicated_folder folder(opts.config, io.get_executor());
-  folder.on_leader_change([](raft::node_id leader, std::uint64_t term) {
-    log_line(2, leader == raft::no_node ? fmt::format("term {}: no leader", term)
-                                        : fmt::format("term {}: leader is node {}", term, leader));
-  });
   folder.on_applied([](const applied_change& change) {
     std::string what = change.from_path.empty()
                            ? change.path
@@ -223,8 +230,14 @@ int run_node(options opts) {
              fmt::format("applied #{} {} {} (from node {}){}", change.index, change.kind, what,
                          change.origin, change.conflict_copy ? " — conflict copy kept" : ""));
   });
+  auto shut_down = [&] {
+    work.reset();
+    io.stop();
+    io_thread.join();
+  };
   if (std::error_code ec = folder.start()) {
     fmt::print(stderr, "raftsync: cannot start: {}\n", ec.message());
+    shut_down();
     return 1;
   }
   log_line(2,
@@ -234,21 +247,17 @@ int run_node(options opts) {
   if (std::error_code ec = control.start()) {
     log_line(1, fmt::format("control socket unavailable: {}", ec.message()));
   }
-  asio::signal_set signals(io, SIGINT, SIGTERM);
-  std::thread stopper;
-  signals.async_wait([&](boost::system::error_code ec, int signal) {
-    if (ec) return;
-    log_line(2, fmt::format("signal {}: stopping", signal));
-    control.stop();
-    // stop() waits for the node's strand, which runs on this io_context: call it from another
-    // thread so the loop keeps running until the node has stopped.
-    stopper = std::thread([&] {
-      folder.stop();
-      io.stop();
-    });
-  });
-  io.run();
-  if (stopper.joinable()) stopper.join();
+  // Block SIGINT/SIGTERM here and wait for one on this (the main) thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  log_line(2, fmt::format("signal {}: stopping", signal_number));
+  asio::post(io, [&control] { control.stop(); });
+  folder.stop();
+  shut_down();
   return 0;
 }
 
@@ -257,6 +266,13 @@ int run_node(options opts) {
 
 int main(int argc, char** argv) {
   using namespace raftsync::tool;
+  // SIGINT/SIGTERM are taken synchronously by the main thread (sigwait); block them before any
+  // thread starts so every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::vector<std::string> args(argv + 1, argv + argc);
   std::string error;
   std::optional<options> opts = parse_options(args, &error);

@@ -59,6 +59,8 @@ run options:
   --watcher NAME       native (default), inotify, libuv or polling
   --ignore GLOB        do not replicate matching relative paths; repeatable
   --tick-ms N          Raft tick in milliseconds (default 10)
+  --snapshot-entries N take a log snapshot (and compact) every N applied entries (default 10000)
+  --chunk-bytes N      large files travel in chunks of N bytes (default 1 MiB; same on all nodes)
   --log-level LEVEL    error, warn, info (default) or debug
 
 status/flush talk to the running node through DIR/control.sock:
@@ -167,6 +169,18 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
         return std::nullopt;
       }
       result.config.tick_interval = std::chrono::milliseconds(number);
+    } else if (flag == "--snapshot-entries") {
+      if (!parse_u64(*value, &number) || number < 16) {
+        *error = "--snapshot-entries needs an integer >= 16, got '" + *value + "'";
+        return std::nullopt;
+      }
+      result.config.snapshot_entries = number;
+    } else if (flag == "--chunk-bytes") {
+      if (!parse_u64(*value, &number) || number < 4096 || number > (64u << 20)) {
+        *error = "--chunk-bytes needs an integer in [4096, 67108864], got '" + *value + "'";
+        return std::nullopt;
+      }
+      result.config.chunk_bytes = number;
     } else if (flag == "--timeout-ms") {
       if (!parse_u64(*value, &number) || number == 0 || number > 86400000) {
         *error = "--timeout-ms needs a positive integer, got '" + *value + "'";
