@@ -846,7 +846,20 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
         files.push_back(r.preserved[k].copy_path);
     std::string buffer;
     bool intact = true;
+    // The staged chunks must still be in the staging file: after a crash before persist(), a
+    // replay recreates the staging file from the chunk commands after the persisted index only.
+    // (One chunk in memory at a time.)
+    for (const auto& [i, staged_chunk_info] : up.chunks) {
+      if (auto ec = tree_.read(staging, i * chunk_bytes, staged_chunk_info.size_bytes, buffer))
+        return failed(std::move(r), ec, "reading staged chunks");
+      if (buffer.size() != staged_chunk_info.size_bytes ||
+          sha256(buffer) != staged_chunk_info.sha256) {
+        intact = false;
+        break;
+      }
+    }
     for (const auto& [i, b] : from_base) {
+      if (!intact) break;
       std::uint64_t length = std::min<std::uint64_t>(chunk_bytes, c.size_bytes - i * chunk_bytes);
       bool found = false;
       for (const auto& file : files) {
@@ -873,10 +886,17 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
         return failed(std::move(r), ec, "writing base chunks");
     }
     if (!intact) {
-      // The committed bytes of the unchanged chunks are gone on this node (a local edit
-      // overwrote them): the manifest is still updated (it is replicated state), the tree needs
-      // a snapshot.
+      // The committed bytes are not all on this node (a local edit overwrote unchanged chunks,
+      // or a replay lost staged ones): the manifest is still updated (it is replicated state);
+      // the path becomes missing here. Whatever is still at the target is the superseded
+      // committed version (a local edit was moved aside above): remove it, so that it is never
+      // mistaken for a new local file and proposed back over the newer version.
       if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping the staging file");
+      auto ec = tree_.unlink(target);
+      if (ec && !is_missing(ec)) return failed(std::move(r), ec, "removing the superseded file");
+      if (!ec)
+        if (auto e2 = sync_directory(parent_path(target)))
+          return failed(std::move(r), e2, "fsync dir");
       missing_.insert(target);
       r.needs_snapshot = true;
       e.local_inode = 0;
