@@ -227,6 +227,8 @@ class replicated_folder::impl {
   void pump_snapshot(raft::node_id to, outgoing_snapshot& out);
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
   void check_snapshot_timeouts();
+  void persist_state(bool force);
+  static constexpr std::chrono::milliseconds state_persist_interval{200};
   void on_app_message(raft::node_id from, const transport::app_message& m);
   void log(int level, const std::string& text) const;
   bool wanted(std::string_view path) const;
@@ -269,6 +271,7 @@ class replicated_folder::impl {
   std::function<void(raft::node_id, std::uint64_t)> leader_callback_;
   std::map<raft::node_id, std::string> peer_addresses_;  // for status/logs
   bool in_ready_loop_ = false;
+  clock_type::time_point last_state_persist_{};
   std::map<raft::node_id, outgoing_snapshot> outgoing_snapshots_;
   std::unique_ptr<folder::snapshot_reader> incoming_snapshot_;
   raft::node_id incoming_snapshot_from_ = raft::no_node;
@@ -456,7 +459,7 @@ void replicated_folder::impl::stop() {
       for (auto& waiter : flush_waiters_)
         waiter->done.set_value(make_error_code(errc::stopped));
       flush_waiters_.clear();
-      if (machine_) (void)machine_->persist();
+      if (machine_) persist_state(true);
       done.set_value();
     });
     // With a caller-provided executor the caller keeps it running until stop() returns.
@@ -492,6 +495,7 @@ void replicated_folder::impl::on_tick() {
   node_->tick();
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
   if (!apply_queue_.empty()) drain_apply_queue();  // an apply failed earlier: retry it
+  persist_state(false);
   // Re-propose what was not applied in time (lost with a leader, dropped without one).
   const auto now = clock_type::now();
   for (auto& [sequence, p] : pending_) {
@@ -588,13 +592,21 @@ void replicated_folder::impl::drain_apply_queue() {
     ++applied_since_snapshot_;
     apply_queue_.pop_front();
   }
-  if (applied_any) {
-    // The state file must be durable before anything relies on the applied index (a restart then
-    // replays only entries above it, and snapshots are taken only up to it).
-    if (std::error_code ec = machine_->persist()) {
-      apply_error_ = fmt::format("folder: persisting the manifest failed: {}", ec.message());
-    }
-    maybe_snapshot();
+  if (applied_any) maybe_snapshot();
+}
+
+// The state file (manifest + applied index) is written lazily — at most every
+// state_persist_interval, before a log snapshot, and at stop — not after every apply: that would
+// add two fsyncs to every change's latency. It is safe because a restart replays every entry above
+// the persisted index, and the state machine recognises an entry the tree already reflects (it
+// records it without applying it twice); the log is never compacted above the persisted index.
+void replicated_folder::impl::persist_state(bool force) {
+  if (machine_->applied_index() == machine_->persisted_index()) return;
+  const auto now = clock_type::now();
+  if (!force && now - last_state_persist_ < state_persist_interval) return;
+  last_state_persist_ = now;
+  if (std::error_code ec = machine_->persist()) {
+    apply_error_ = fmt::format("folder: persisting the manifest failed: {}", ec.message());
   }
 }
 
@@ -1368,6 +1380,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
 void replicated_folder::impl::maybe_snapshot() {
   constexpr std::uint64_t retained_entries = 1000;
   if (applied_since_snapshot_ < config_.snapshot_entries) return;
+  persist_state(true);
   const std::uint64_t index = machine_->persisted_index();
   if (index <= log_->snapshot().index) return;
   applied_since_snapshot_ = 0;

@@ -147,6 +147,19 @@ class control_server {
       in >> timeout_ms >> all;
       std::error_code error = folder_.flush(std::chrono::milliseconds(timeout_ms), all != 0);
       reply = error ? "error " + error.message() + "\n" : "ok\n";
+    } else if (verb == "add-node" || verb == "remove-node" || verb == "transfer-leader") {
+      peer_address member;
+      int learner = 0;
+      in >> member.id >> member.host >> member.port >> learner;
+      std::error_code error;
+      if (verb == "add-node") {
+        error = folder_.add_node(member, learner != 0);
+      } else if (verb == "remove-node") {
+        error = folder_.remove_node(member.id);
+      } else {
+        error = folder_.transfer_leadership(member.id);
+      }
+      reply = error ? "error " + error.message() + "\n" : "ok\n";
     } else {
       reply = "error unknown request\n";
     }
@@ -170,9 +183,25 @@ int run_client(const options& opts) {
                socket_path.string(), ec.message());
     return 2;
   }
-  std::string request = opts.command == command_kind::status
-                            ? std::string("status\n")
-                            : fmt::format("flush {} {}\n", opts.flush_timeout_ms, opts.flush_all);
+  std::string request;
+  const std::string host = opts.member.host.empty() ? "-" : opts.member.host;
+  switch (opts.command) {
+    case command_kind::status:
+      request = "status\n";
+      break;
+    case command_kind::flush:
+      request = fmt::format("flush {} {}\n", opts.flush_timeout_ms, opts.flush_all ? 1 : 0);
+      break;
+    case command_kind::add_node:
+      request = fmt::format("add-node {} {} {} {}\n", opts.member.id, host, opts.member.port,
+                            opts.learner ? 1 : 0);
+      break;
+    case command_kind::remove_node:
+      request = fmt::format("remove-node {} {} 0 0\n", opts.member.id, host);
+      break;
+    default:
+      request = fmt::format("transfer-leader {} {} 0 0\n", opts.member.id, host);
+  }
   asio::write(socket, asio::buffer(request), ec);
   asio::streambuf buffer;
   asio::read_until(socket, buffer, '\n', ec);

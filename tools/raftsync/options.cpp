@@ -63,10 +63,17 @@ run options:
   --chunk-bytes N      large files travel in chunks of N bytes (default 1 MiB; same on all nodes)
   --log-level LEVEL    error, warn, info (default) or debug
 
-status/flush talk to the running node through DIR/control.sock:
+  raftsync add-node        --dir FOLDER --node ID=HOST:PORT [--learner]
+  raftsync remove-node     --dir FOLDER --node ID
+  raftsync transfer-leader --dir FOLDER --node ID
+
+control commands talk to the running node through DIR/control.sock:
   status               prints the node's status as JSON
   flush                returns once every change made before the call is committed
                        (--all: and applied on every live member); exit 1 on timeout
+  add-node             (on the leader) adds a member; start the new node with --join
+  remove-node          (on the leader) removes a member
+  transfer-leader      hands leadership to the given member
 )";
 }
 
@@ -79,6 +86,15 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
       i = 1;
     } else if (args[0] == "flush") {
       result.command = command_kind::flush;
+      i = 1;
+    } else if (args[0] == "add-node") {
+      result.command = command_kind::add_node;
+      i = 1;
+    } else if (args[0] == "remove-node") {
+      result.command = command_kind::remove_node;
+      i = 1;
+    } else if (args[0] == "transfer-leader") {
+      result.command = command_kind::transfer_leader;
       i = 1;
     } else if (args[0] == "run") {
       i = 1;
@@ -109,6 +125,10 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
     }
     if (flag == "--all") {
       result.flush_all = true;
+      continue;
+    }
+    if (flag == "--learner") {
+      result.learner = true;
       continue;
     }
     const std::string* value = need_value(flag);
@@ -144,6 +164,16 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
       }
       peer.id = number;
       result.config.peers.push_back(peer);
+    } else if (flag == "--node") {
+      // ID=HOST:PORT (add-node) or ID (remove-node, transfer-leader).
+      auto equals = value->find('=');
+      if (!parse_u64(value->substr(0, equals), &number) || number == 0 ||
+          (equals != std::string::npos &&
+           !parse_host_port(value->substr(equals + 1), &result.member.host, &result.member.port))) {
+        *error = "--node needs ID or ID=HOST:PORT, got '" + *value + "'";
+        return std::nullopt;
+      }
+      result.member.id = number;
     } else if (flag == "--secret-file") {
       result.secret_file = *value;
     } else if (flag == "--cluster-id") {
@@ -203,6 +233,16 @@ std::optional<options> parse_options(const std::vector<std::string>& args, std::
     return std::nullopt;
   }
   if (result.config.state_dir.empty()) result.config.state_dir = result.config.root / ".raftsync";
+  if (result.command == command_kind::add_node && result.member.port == 0) {
+    *error = "add-node needs --node ID=HOST:PORT";
+    return std::nullopt;
+  }
+  if ((result.command == command_kind::remove_node ||
+       result.command == command_kind::transfer_leader) &&
+      result.member.id == 0) {
+    *error = "this command needs --node ID";
+    return std::nullopt;
+  }
   if (result.command != command_kind::run) return result;
   if (result.config.id == 0) {
     *error = "--id is required";

@@ -11,7 +11,16 @@
 
 namespace raftsync::tool {
 
-enum class command_kind : std::uint8_t { run, status, flush, help, version };
+enum class command_kind : std::uint8_t {
+  run,
+  status,
+  flush,
+  add_node,
+  remove_node,
+  transfer_leader,
+  help,
+  version
+};
 
 struct options {
   command_kind command = command_kind::run;
@@ -20,6 +29,8 @@ struct options {
   std::string log_level = "info";
   std::uint32_t flush_timeout_ms = 30000;
   bool flush_all = false;
+  peer_address member;   // add-node / remove-node / transfer-leader: the node concerned
+  bool learner = false;  // add-node --learner
 };
 
 // Parses argv. On error returns std::nullopt and puts a one-line reason in *error.
