@@ -103,7 +103,7 @@ std::map<std::string, std::string> snapshot_tree(const fs::path& root) {
   std::map<std::string, std::string> out;
   for (auto it = fs::recursive_directory_iterator(root); it != fs::recursive_directory_iterator();
        ++it) {
-    const fs::path rel = fs::relative(it->path(), root);
+    const fs::path rel = it->path().lexically_relative(root);  // never resolves symlinks
     if (*rel.begin() == ".raftsync") {
       if (it->is_directory()) it.disable_recursion_pending();
       continue;

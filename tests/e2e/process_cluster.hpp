@@ -67,7 +67,7 @@ inline std::map<std::string, std::string> tree_digest(const fs::path& root) {
   std::error_code ec;
   for (auto it = fs::recursive_directory_iterator(root, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    const fs::path rel = fs::relative(it->path(), root, ec);
+    const fs::path rel = it->path().lexically_relative(root);  // never resolves symlinks
     if (rel.empty() || *rel.begin() == ".raftsync") {
       if (it->is_directory(ec)) it.disable_recursion_pending();
       continue;
