@@ -204,6 +204,8 @@ std::error_code segmented_log::open(const log_start& start) {
     if (parse_segment_name(name, seq)) seqs.push_back(seq);
   }
   std::sort(seqs.begin(), seqs.end());
+  // Used only if no segment survives recovery (an unfinished first segment removed): reuse its seq.
+  next_segment_seq_ = seqs.empty() ? 1 : seqs.back();
   for (std::size_t i = 1; i < seqs.size(); ++i) {
     if (seqs[i] != seqs[i - 1] + 1) {
       return fail(errc::corrupt, dir_ / segment_name(seqs[i - 1] + 1), 0,
