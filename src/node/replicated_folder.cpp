@@ -228,6 +228,7 @@ class replicated_folder::impl {
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
   void check_snapshot_timeouts();
   void persist_state(bool force);
+  void report_catch_up();
   static constexpr std::chrono::milliseconds state_persist_interval{200};
   void on_app_message(raft::node_id from, const transport::app_message& m);
   void log(int level, const std::string& text) const;
@@ -272,6 +273,7 @@ class replicated_folder::impl {
   std::map<raft::node_id, std::string> peer_addresses_;  // for status/logs
   bool in_ready_loop_ = false;
   clock_type::time_point last_state_persist_{};
+  clock_type::time_point last_progress_report_{};
   std::map<raft::node_id, outgoing_snapshot> outgoing_snapshots_;
   std::unique_ptr<folder::snapshot_reader> incoming_snapshot_;
   raft::node_id incoming_snapshot_from_ = raft::no_node;
@@ -496,6 +498,7 @@ void replicated_folder::impl::on_tick() {
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
   if (!apply_queue_.empty()) drain_apply_queue();  // an apply failed earlier: retry it
   persist_state(false);
+  report_catch_up();
   // Re-propose what was not applied in time (lost with a leader, dropped without one).
   const auto now = clock_type::now();
   for (auto& [sequence, p] : pending_) {
@@ -600,6 +603,20 @@ void replicated_folder::impl::drain_apply_queue() {
 // add two fsyncs to every change's latency. It is safe because a restart replays every entry above
 // the persisted index, and the state machine recognises an entry the tree already reflects (it
 // records it without applying it twice); the log is never compacted above the persisted index.
+// While the node is far behind the cluster (initial sync, long downtime), report how far it got
+// once a second.
+void replicated_folder::impl::report_catch_up() {
+  constexpr std::uint64_t far_behind_entries = 500;
+  const raft::status st = node_->status();
+  const std::uint64_t applied = machine_->applied_index();
+  if (st.committed < applied + far_behind_entries) return;
+  const auto now = clock_type::now();
+  if (now - last_progress_report_ < std::chrono::seconds(1)) return;
+  last_progress_report_ = now;
+  log(2, fmt::format("catching up: applied #{} of #{} ({}%)", applied, st.committed,
+                     st.committed == 0 ? 100 : applied * 100 / st.committed));
+}
+
 void replicated_folder::impl::persist_state(bool force) {
   if (machine_->applied_index() == machine_->persisted_index()) return;
   const auto now = clock_type::now();
@@ -1349,6 +1366,15 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
   if (p->offset != incoming_snapshot_->next_offset()) {
     reply(2, incoming_snapshot_->next_offset());
     return;
+  }
+  // Progress of a long transfer, every tenth of it.
+  if (p->total > 0) {
+    const std::uint64_t before = p->offset * 10 / p->total;
+    const std::uint64_t after = (p->offset + p->data.size()) * 10 / p->total;
+    if (after > before && after < 10) {
+      log(2, fmt::format("receiving the folder snapshot at #{}: {}% of {} MiB", p->index,
+                         after * 10, p->total >> 20));
+    }
   }
   if (std::error_code ec = incoming_snapshot_->write(p->offset, p->data)) {
     log(1, fmt::format("folder snapshot from node {} rejected: {}", from, ec.message()));

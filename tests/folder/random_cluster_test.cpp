@@ -223,7 +223,7 @@ struct cluster {
 
 }  // namespace
 
-TEST_CASE("random edits on three nodes converge to identical trees", "[folder][random]") {
+TEST_CASE("random edits on three nodes converge to identical trees", "[folder][sim][random]") {
   std::uint64_t first_seed = 1;
   int runs = 20;
   if (const char* s = std::getenv("RAFTSYNC_FOLDER_SEED")) {
