@@ -103,12 +103,14 @@ TEST_CASE("bit flips and truncations of segment and state files never pass silen
     if (ec) {
       CHECK(ec == errc::corrupt);
       CHECK(s.error_message().find(path.filename().string()) != std::string::npos);
+      CHECK(s.error_message().find(" at offset ") != std::string::npos);
       ++corrupt;
       continue;
     }
     // Accepted only as a torn tail of the last segment, leaving a state the storage really had.
     REQUIRE(s.recovery().log.torn_tail);
     CHECK(pick == segments - 1);
+    CHECK(s.recovery().log.torn_tail_file == path.string());
     const auto got = observe(s);
     REQUIRE(got);
     bool in_history = false;
