@@ -521,7 +521,27 @@ void replicated_folder::impl::process_ready() {
   if (in_ready_loop_) return;  // a callback re-entered; the outer loop picks the work up
   in_ready_loop_ = true;
   while (node_ && (held_ready_ || node_->has_ready())) {
-    if (!held_ready_) held_ready_ = node_->ready();
+    if (!held_ready_) {
+      held_ready_ = node_->ready();
+      // A leader may send its appends and heartbeats before its own log write is durable (Raft
+      // thesis §10.2.1): its own acknowledgement only counts once this loop has persisted the
+      // batch (responses are stepped on this strand, after the save below), so the leader's and
+      // the followers' fsyncs overlap instead of adding up. Everything else waits for the save.
+      const raft::role role = held_ready_->soft ? held_ready_->soft->role : soft_.role;
+      if (role == raft::role::leader) {
+        auto& messages = held_ready_->messages;
+        auto early =
+            std::stable_partition(messages.begin(), messages.end(), [](const raft::message& m) {
+              return m.type == raft::message_type::append ||
+                     m.type == raft::message_type::heartbeat;
+            });
+        for (auto it = messages.begin(); it != early; ++it) {
+          const raft::node_id to = it->to;
+          transport_->send(transport::envelope{config_.id, to, std::move(*it)});
+        }
+        messages.erase(messages.begin(), early);
+      }
+    }
     if (std::error_code ec = log_->save(*held_ready_)) {
       if (halted_reasons_.empty()) {
         halted_reasons_.push_back(fmt::format(
