@@ -318,6 +318,9 @@ int main(int argc, char** argv) {
       return 0;
     case command_kind::status:
     case command_kind::flush:
+    case command_kind::add_node:
+    case command_kind::remove_node:
+    case command_kind::transfer_leader:
       return run_client(*opts);
     case command_kind::run:
       break;
