@@ -39,20 +39,6 @@ using raft::node_id;
 
 namespace {
 
-const char* role_name(raft::role r) {
-  switch (r) {
-    case raft::role::follower:
-      return "follower";
-    case raft::role::pre_candidate:
-      return "pre-candidate";
-    case raft::role::candidate:
-      return "candidate";
-    case raft::role::leader:
-      return "leader";
-  }
-  return "?";
-}
-
 // One member of the cluster: its core, its stable storage, its state machine, its transport.
 struct node {
   node_id id = raft::no_node;
@@ -133,7 +119,7 @@ class cluster {
 
       if (rd.soft) {  // informational: who leads, which role this node has now
         std::printf("[t=%3llu] node %llu is %s (term %llu, leader %llu)\n", ull(now_), ull(n.id),
-                    role_name(rd.soft->role), ull(n.raft->status().hard.term),
+                    raft::to_string(rd.soft->role), ull(n.raft->status().hard.term),
                     ull(rd.soft->leader));
       }
 

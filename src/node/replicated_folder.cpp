@@ -89,20 +89,6 @@ std::int64_t utc_now_ns() {
       .count();
 }
 
-std::string role_name(raft::role role) {
-  switch (role) {
-    case raft::role::follower:
-      return "follower";
-    case raft::role::pre_candidate:
-      return "pre-candidate";
-    case raft::role::candidate:
-      return "candidate";
-    case raft::role::leader:
-      return "leader";
-  }
-  return "unknown";
-}
-
 std::string progress_name(raft::progress_state state) {
   switch (state) {
     case raft::progress_state::probe:
@@ -121,7 +107,6 @@ std::string progress_name(raft::progress_state state) {
 namespace raftsync {
 
 using node_detail::progress_name;
-using node_detail::role_name;
 using node_detail::utc_now_ns;
 
 // ---------------------------------------------------------------------------------------------
@@ -882,7 +867,7 @@ folder_status replicated_folder::impl::status() const {
     folder_status s;
     s.id = config_.id;
     const raft::status st = node_->status();
-    s.role = role_name(st.soft.role);
+    s.role = raft::to_string(st.soft.role);
     s.term = st.hard.term;
     s.leader = st.soft.leader;
     s.commit_index = st.committed;

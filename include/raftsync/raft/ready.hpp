@@ -11,6 +11,21 @@ namespace raftsync::raft {
 
 enum class role : std::uint8_t { follower, pre_candidate, candidate, leader };
 
+// "follower", "pre-candidate", "candidate", "leader" (logs, status output).
+inline const char* to_string(role value) noexcept {
+  switch (value) {
+    case role::follower:
+      return "follower";
+    case role::pre_candidate:
+      return "pre-candidate";
+    case role::candidate:
+      return "candidate";
+    case role::leader:
+      return "leader";
+  }
+  return "unknown";
+}
+
 // Volatile state; changes are reported for information (logging, routing proposals).
 struct soft_state {
   node_id leader = no_node;
