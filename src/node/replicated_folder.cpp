@@ -545,12 +545,15 @@ void replicated_folder::impl::process_ready() {
       const raft::node_id to = m.to;
       transport_->send(transport::envelope{config_.id, to, std::move(m)});
     }
+    if (rd.hard) term_ = rd.hard->term;
     if (rd.soft) {
       const bool leader_changed = rd.soft->leader != soft_.leader;
       soft_ = *rd.soft;
-      if (leader_changed) report_leader_change();
+      if (leader_changed) {
+        term_ = std::max(term_, node_->status().hard.term);
+        report_leader_change();
+      }
     }
-    if (rd.hard) term_ = rd.hard->term;
     apply_entries(rd.committed_entries);
     node_->advance(rd);
   }

@@ -191,3 +191,38 @@ TEST_CASE("a 256 MiB file replicates in chunks and arrives byte-identical", "[e2
   require_converged(cluster, 300s);
   REQUIRE(fs::file_size(cluster.folder(1) / "large.bin") == 256u << 20);
 }
+
+TEST_CASE("a fourth node joins with add-node, receives the folder, and can be removed again",
+          "[e2e]") {
+  process_cluster cluster(RAFTSYNC_NODE_BINARY, 4, "membership");
+  const std::vector<int> founders = {1, 2, 3};
+  for (int id : founders)
+    cluster.start(id, {}, founders);
+  for (int id : founders)
+    REQUIRE(cluster.wait_ready(id));
+  const int leader = cluster.wait_leader();
+  REQUIRE(leader != 0);
+  write_file(cluster.folder(2) / "shared/before-join.txt", "written before node 4 joined\n");
+  REQUIRE(cluster.control(2, "flush", nullptr, "--timeout-ms 20000") == 0);
+
+  cluster.start(4, {"--join"});
+  REQUIRE(cluster.wait_ready(4));
+  std::string out;
+  REQUIRE(cluster.control(leader, "add-node", &out,
+                          "--node 4=127.0.0.1:" + std::to_string(cluster.port(4))) == 0);
+  require_converged(cluster);
+  REQUIRE(read_file(cluster.folder(4) / "shared/before-join.txt") ==
+          "written before node 4 joined\n");
+
+  write_file(cluster.folder(4) / "from-node-4.txt", "node 4 writes too\n");
+  require_converged(cluster);
+  REQUIRE(read_file(cluster.folder(1) / "from-node-4.txt") == "node 4 writes too\n");
+
+  const int current = cluster.wait_leader();
+  REQUIRE(current != 0);
+  REQUIRE(cluster.control(current, "remove-node", &out, "--node 4") == 0);
+  cluster.kill(4, SIGTERM);
+  write_file(cluster.folder(1) / "after-removal.txt", "three members again\n");
+  require_converged(cluster);
+  REQUIRE(cluster.all_alive());
+}

@@ -139,7 +139,12 @@ class process_cluster {
   bool running(int id) const { return pids_[static_cast<std::size_t>(id - 1)] > 0; }
 
   // Starts node `id` (its folder must exist). `extra` flags are appended (for example --join).
-  void start(int id, std::vector<std::string> extra = {}) {
+  // `members` (default: every node of the cluster) are the ids passed as --peer.
+  void start(int id, std::vector<std::string> extra = {}, std::vector<int> members = {}) {
+    if (members.empty()) {
+      for (int peer = 1; peer <= size(); ++peer)
+        members.push_back(peer);
+    }
     std::vector<std::string> args = {
         binary_,
         "--id",
@@ -153,7 +158,7 @@ class process_cluster {
         "--log-level",
         std::getenv("RAFTSYNC_E2E_LOG_LEVEL") != nullptr ? std::getenv("RAFTSYNC_E2E_LOG_LEVEL")
                                                          : "info"};
-    for (int peer = 1; peer <= size(); ++peer) {
+    for (int peer : members) {
       if (peer == id) continue;
       args.push_back("--peer");
       args.push_back(std::to_string(peer) +
@@ -197,6 +202,8 @@ class process_cluster {
     }
     return true;
   }
+
+  std::uint16_t port(int id) const { return ports_[static_cast<std::size_t>(id - 1)]; }
 
   // Runs `raftsync <verb> --dir folder(id) ...` and returns its exit code and output.
   int control(int id, const std::string& verb, std::string* output = nullptr,
