@@ -1,6 +1,7 @@
 // Linux-only watcher tests: forced inotify overflow (inotify and libuv) and the factory's
 // fallback to polling when inotify watches run out.
 #include <catch2/catch.hpp>
+#include <future>
 
 #include <fcntl.h>
 #include <sched.h>
@@ -106,11 +107,22 @@ TEST_CASE("a tiny inotify queue overflows; the burst ends in a rescan and nothin
       WARN("cannot lower " << limit_file << " (not root?): covered by the stalled-reader test");
       return;
     }
-    const std::error_code started = made.value()->start(folder.path(), events.sink());
+    // The sink holds the backend's thread until the burst is written, so the 16-event kernel
+    // queue overflows whatever the machine's load (a fast reader could otherwise keep up).
+    std::promise<void> open_gate;
+    std::shared_future<void> gate = open_gate.get_future().share();
+    event_sink inner = events.sink();
+    const std::error_code started =
+        made.value()->start(folder.path(), [inner, gate](std::vector<fs_event> batch) {
+          gate.wait();
+          inner(std::move(batch));
+        });
     swap_sysctl(limit_file, old_limit);
+    if (started) open_gate.set_value();
     REQUIRE(!started);
     consumer_model model(folder.path(), options.ignore);
     burst(folder / "burst", 500);
+    open_gate.set_value();
     const bool converged = model.converge(events, 30s);
     INFO(model.difference());
     CHECK(converged);
