@@ -8,7 +8,7 @@ packages=(
   libboost1.74-dev libboost-filesystem1.74-dev libboost-system1.74-dev
   libuv1-dev libfmt-dev catch2 libssl-dev
   clang-14 libclang-rt-14-dev   # libFuzzer + sanitizers for the frame-decoder fuzz target
-  iproute2 nftables procps psmisc  # chaos harness: network namespaces, partitions, process control
+  iproute2 nftables procps psmisc python3  # chaos harness: namespaces, partitions, processes
 )
 if [[ "${RAFTSYNC_WITH_WINDOWS:-0}" == 1 ]]; then
   packages+=(g++-mingw-w64-x86-64-posix wine wine64)
