@@ -203,7 +203,8 @@ class Node:
         args = self.c.hosts.prefix(self.id) + [
             self.c.binary, "--id", str(self.id), "--dir", self.folder,
             "--listen", self.c.hosts.address(self.id), "--secret-file", self.c.secret,
-            "--snapshot-entries", str(self.c.snapshot_entries), "--log-level", "info"]
+            "--snapshot-entries", str(self.c.snapshot_entries),
+            "--log-level", self.c.args.log_level]
         for j in range(1, self.c.n + 1):
             if j != self.id:
                 args += ["--peer", "%d=%s" % (j, self.c.hosts.address(j))]
@@ -332,8 +333,8 @@ class Cluster:
         self.snapshot_entries = args.snapshot_entries
         self.base = tempfile.mkdtemp(prefix="raftsync-chaos-%d-" % seed)
         base = self.base
-        if not args.keep:
-            CLEANUP.push("temp dir " + base, lambda: shutil.rmtree(base, ignore_errors=True))
+        self.keep = args.keep
+        CLEANUP.push("temp dir " + base, self._remove_base)
         self.secret = os.path.join(self.base, "secret")
         with open(self.secret, "w") as f:
             f.write("chaos-cluster-secret-%d-0123456789\n" % seed)
@@ -362,6 +363,12 @@ class Cluster:
         self.failures = []
         self.fault_log = []
         self.refused = 0
+
+    def _remove_base(self):
+        if self.keep:
+            log("kept %s (node logs, ops.json, faults.log)" % self.base)
+        else:
+            shutil.rmtree(self.base, ignore_errors=True)
 
     # --- helpers ---
     def leader(self):
@@ -431,7 +438,9 @@ class Cluster:
 
     def workload_batch(self):
         rng = self.rng
-        candidates = [i for i in self.nodes if i != self.full_node]
+        writers = [int(w) for w in self.args.writers.split(",") if w] or list(self.nodes)
+        candidates = [i for i in writers if i != self.full_node] or [
+            i for i in self.nodes if i != self.full_node]
         node = self.nodes[rng.choice(candidates)]
         for _ in range(rng.randint(1, 4)):
             files = self.local_files(node)
@@ -455,8 +464,11 @@ class Cluster:
                     self.ops[-1]["size"] = len(data)
                 else:
                     rel = rng.choice(files)
+                    with open(os.path.join(node.folder, rel), "rb") as f:
+                        gone = hashlib.sha256(f.read()).hexdigest()
                     os.unlink(os.path.join(node.folder, rel))
                     self.record(node, rel, None)
+                    self.ops[-1]["deleted"] = gone  # which file (by its unique content) it deleted
             except FileNotFoundError:
                 # The node's applier replaced/removed the file under us: not an op.
                 continue
@@ -614,6 +626,9 @@ class Cluster:
         lost = []
         via_conflict = 0
         delete_overridden = 0
+        moved = 0
+        deleted_later = 0
+        everywhere = {content_of(v) for v in tree.values()}
         for path, ops in by_path.items():
             last_acked = None
             for o in ops:
@@ -637,10 +652,29 @@ class Cluster:
             if any(s in copies for s in allowed if s):
                 via_conflict += 1
                 continue
+            # Contents are unique per op (they carry the op number), so they identify a file.
+            if final is None or final in allowed:
+                if last_acked["state"] in everywhere:
+                    # moved to another path by a concurrent rename (made on a node that had not
+                    # yet seen this write): the content survives under the rename's target
+                    moved += 1
+                    continue
+                h = last_acked["state"]
+                if final is None and any(
+                        o["seq"] > last_acked["seq"] and
+                        (o.get("deleted") == h or (o["state"] == h and o["path"] != path))
+                        for o in self.ops):
+                    # a later delete or rename of the same file under its old name, made on a
+                    # node that had not yet seen the op that produced this path (the rename's
+                    # target path is checked on its own)
+                    deleted_later += 1
+                    continue
             lost.append("  %s: acked op %d (node %d, %s) final %s" %
                         (path, last_acked["seq"], last_acked["node"],
                          (last_acked["state"] or "delete")[:12], (final or "absent")[:12]))
         self.delete_overridden = delete_overridden
+        self.moved = moved
+        self.deleted_later = deleted_later
         return acked, lost, via_conflict
 
     def run(self):
@@ -718,6 +752,8 @@ class Cluster:
             "faults": self.fault_counts, "ops_issued": len(self.ops), "ops_acked": acked,
             "ops_refused_by_os": self.refused, "ops_lost": len(lost), "acked_kept_in_conflict_copy": via_conflict,
             "acked_delete_undone_by_concurrent_write": getattr(self, "delete_overridden", 0),
+            "acked_write_moved_by_concurrent_rename": getattr(self, "moved", 0),
+            "acked_write_moved_or_removed_by_later_op_on_same_file": getattr(self, "deleted_later", 0),
             "divergent_files": divergent, "conflict_copies": conflicts,
             "files_final": sum(1 for v in (tree or {}).values() if " file " in v),
             "converge_after_last_fault_s": round(since_fault, 1),
@@ -747,6 +783,10 @@ def main():
     p.add_argument("--max-large", type=int, default=4, dest="max_large")
     p.add_argument("--snapshot-entries", type=int, default=10000, dest="snapshot_entries")
     p.add_argument("--settle-timeout", type=int, default=90, dest="settle_timeout")
+    p.add_argument("--writers", default="", help="comma-separated node ids the workload writes "
+                   "to (default: all)")
+    p.add_argument("--log-level", default=os.environ.get("RAFTSYNC_CHAOS_LOG_LEVEL", "info"),
+                   dest="log_level", help="the nodes' --log-level (info; debug to trace a bug)")
     p.add_argument("--no-hostile", action="store_false", dest="hostile")
     p.add_argument("--no-netns", action="store_false", dest="netns")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (logs) afterwards")
@@ -786,6 +826,7 @@ def main():
                 import traceback
                 cluster.failures.append("harness error: %r\n%s" % (e, traceback.format_exc()))
             if cluster.failures:
+                cluster.keep = True  # the evidence stays on disk
                 failed.append(seed)
                 for f in cluster.failures:
                     log("FAIL seed %d: %s" % (seed, f))
