@@ -838,7 +838,9 @@ void replicated_folder::impl::check_flush_waiters() {
   const raft::status st = node_->status();
   for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
     flush_waiter& w = **it;
-    bool done = oldest_pending > w.sequence_max;
+    // Large files in flight are part of "every change made before the call": their chunks are
+    // proposed progressively, so wait for the whole upload queue, not only pending commands.
+    bool done = oldest_pending > w.sequence_max && !upload_ && upload_queue_.empty();
     if (done && w.all_applied) {
       if (w.index == 0) w.index = machine_->applied_index();
       // Only the leader knows its followers' progress; a follower waits until it leads or the
@@ -1118,9 +1120,22 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
   if (plan.upload) {
     // One upload at a time; a newer upload of the same path replaces a queued one.
     const std::string path = plan.upload->path();
-    if (upload_ && upload_->path() == path) upload_.reset();
-    std::erase_if(upload_queue_, [&](const folder::chunked_upload& u) { return u.path() == path; });
-    upload_queue_.push_back(std::move(*plan.upload));
+    // The same content already travelling (a rescan or flush re-read the file): keep that upload;
+    // restarting it on every re-read would never let a large file finish under steady traffic.
+    const bool same_active = upload_ && upload_->path() == path &&
+                             upload_->content_sha256() == plan.upload->content_sha256();
+    const bool same_queued = std::any_of(upload_queue_.begin(), upload_queue_.end(), [&](auto& u) {
+      return u.path() == path && u.content_sha256() == plan.upload->content_sha256();
+    });
+    if (!same_active && !same_queued) {
+      if (upload_ && upload_->path() == path) {
+        upload_.reset();
+        held_commit_.reset();
+      }
+      std::erase_if(upload_queue_,
+                    [&](const folder::chunked_upload& u) { return u.path() == path; });
+      upload_queue_.push_back(std::move(*plan.upload));
+    }
     continue_upload();
   }
   // A new directory's content (possibly created before its watch existed) comes from a scan of
@@ -1145,6 +1160,7 @@ void replicated_folder::impl::continue_upload() {
       upload_queue_.pop_front();
       upload_in_flight_.clear();
       upload_commit_next_ = false;
+      held_commit_.reset();
     }
     while (upload_in_flight_.size() < upload_window && !upload_commit_next_) {
       auto next = upload_->next();

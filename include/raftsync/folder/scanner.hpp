@@ -39,6 +39,8 @@ class chunked_upload {
   const std::string& path() const noexcept { return commit_.path; }
   std::size_t chunks_to_send() const noexcept { return changed_.size(); }
   std::uint64_t size_bytes() const noexcept { return commit_.size_bytes; }
+  // Hash of the whole new content (what the commit will name).
+  const digest& content_sha256() const noexcept { return commit_.sha256; }
 
  private:
   friend class change_reader;
