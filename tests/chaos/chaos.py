@@ -454,7 +454,7 @@ class Cluster:
                 elif r < 0.65:
                     rel = rng.choice(files)
                     self.write(node, rel, self.content())
-                elif r < 0.8:
+                elif r < 0.8 and self.args.renames:
                     src = rng.choice(files)
                     dst = self.new_path()
                     full_dst = os.path.join(node.folder, dst)
@@ -795,6 +795,8 @@ def main():
                    "to (default: all)")
     p.add_argument("--log-level", default=os.environ.get("RAFTSYNC_CHAOS_LOG_LEVEL", "info"),
                    dest="log_level", help="the nodes' --log-level (info; debug to trace a bug)")
+    p.add_argument("--no-rename", action="store_false", dest="renames",
+                   help="no rename ops (RAFTSYNC_CHAOS_RENAMES=1 turns them back on)")
     p.add_argument("--no-hostile", action="store_false", dest="hostile")
     p.add_argument("--no-netns", action="store_false", dest="netns")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (logs) afterwards")
@@ -805,6 +807,8 @@ def main():
         args.faults = os.environ["RAFTSYNC_CHAOS_FAULTS"]
     if os.environ.get("RAFTSYNC_CHAOS_MAX_LARGE"):
         args.max_large = int(os.environ["RAFTSYNC_CHAOS_MAX_LARGE"])
+    if os.environ.get("RAFTSYNC_CHAOS_RENAMES"):
+        args.renames = os.environ["RAFTSYNC_CHAOS_RENAMES"] != "0"
     if os.environ.get("RAFTSYNC_CHAOS_SEEDS"):
         args.seeds = os.environ["RAFTSYNC_CHAOS_SEEDS"]
     env_minutes = os.environ.get("RAFTSYNC_CHAOS_MINUTES")
