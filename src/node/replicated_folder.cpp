@@ -212,6 +212,7 @@ class replicated_folder::impl {
   void pump_snapshot(raft::node_id to, outgoing_snapshot& out);
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
   void check_snapshot_timeouts();
+  static constexpr std::chrono::milliseconds snapshot_retry_delay{1000};
   void persist_state(bool force);
   void report_catch_up();
   static constexpr std::chrono::milliseconds state_persist_interval{200};
@@ -260,6 +261,7 @@ class replicated_folder::impl {
   clock_type::time_point last_state_persist_{};
   clock_type::time_point last_progress_report_{};
   std::map<raft::node_id, outgoing_snapshot> outgoing_snapshots_;
+  std::map<raft::node_id, std::unique_ptr<asio::steady_timer>> snapshot_retry_timers_;
   std::unique_ptr<folder::snapshot_reader> incoming_snapshot_;
   raft::node_id incoming_snapshot_from_ = raft::no_node;
   bool detection_scheduled_ = false;
@@ -443,6 +445,8 @@ void replicated_folder::impl::stop() {
     asio::post(*strand_, [this, &done] {
       tick_timer_->cancel();
       retry_timer_->cancel();
+      for (auto& [peer, timer] : snapshot_retry_timers_)
+        timer->cancel();
       for (auto& waiter : flush_waiters_)
         waiter->done.set_value(make_error_code(errc::stopped));
       flush_waiters_.clear();
@@ -1323,7 +1327,26 @@ void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const s
     transport_->send(transport::envelope{config_.id, to, std::move(abort_message)});
   }
   outgoing_snapshots_.erase(it);
-  node_->report_snapshot(to, ok);
+  if (ok) {
+    node_->report_snapshot(to, true);
+    return;
+  }
+  // A failed transfer is retried when Raft asks again; report the failure only after a pause so
+  // a transfer that keeps failing (for example a working file that differs from the manifest)
+  // does not spin. A conflict also triggers a rescan of the whole folder: a local difference gets
+  // proposed and committed, after which the next snapshot reads clean.
+  rescan_roots_.insert("");
+  schedule_detection();
+  // The timer belongs to this object: stop() cancels it, and a cancelled wait returns before
+  // touching anything else.
+  auto& timer = snapshot_retry_timers_[to];
+  if (!timer) timer = std::make_unique<asio::steady_timer>(*strand_);
+  timer->expires_after(snapshot_retry_delay);
+  timer->async_wait([this, to](boost::system::error_code ec) {
+    if (ec || stopped_) return;
+    node_->report_snapshot(to, false);
+    process_ready();
+  });
 }
 
 void replicated_folder::impl::on_app_message(raft::node_id from, const transport::app_message& m) {
