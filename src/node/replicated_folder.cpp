@@ -3,7 +3,6 @@
 #include "raftsync/replicated_folder.hpp"
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
@@ -74,12 +73,10 @@ std::error_code replicated_folder_config::validate(std::string* why) const {
 namespace node_detail {
 
 std::uint64_t cluster_id_hash(std::string_view name) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_Digest(name.data(), name.size(), digest, &length, EVP_sha256(), nullptr);
+  const folder::digest digest = folder::sha256(name);
   std::uint64_t value = 0;
   for (int i = 0; i < 8; ++i)
-    value = (value << 8) | digest[i];
+    value = (value << 8) | digest[static_cast<std::size_t>(i)];
   return value == 0 ? 1 : value;
 }
 
@@ -124,7 +121,6 @@ class replicated_folder::impl {
     }
     strand_.emplace(asio::make_strand(executor_));
     tick_timer_.emplace(*strand_);
-    retry_timer_.emplace(*strand_);
   }
 
   ~impl() { stop(); }
@@ -229,7 +225,6 @@ class replicated_folder::impl {
   asio::any_io_executor executor_;
   std::optional<asio::strand<asio::any_io_executor>> strand_;
   std::optional<asio::steady_timer> tick_timer_;
-  std::optional<asio::steady_timer> retry_timer_;
   std::atomic<std::uint16_t> listen_port_{0};
   std::atomic<bool> started_{false};
   std::atomic<bool> stopped_{false};
@@ -444,7 +439,6 @@ void replicated_folder::impl::stop() {
     auto future = done.get_future();
     asio::post(*strand_, [this, &done] {
       tick_timer_->cancel();
-      retry_timer_->cancel();
       for (auto& [peer, timer] : snapshot_retry_timers_)
         timer->cancel();
       for (auto& waiter : flush_waiters_)
@@ -619,12 +613,12 @@ void replicated_folder::impl::drain_apply_queue() {
 // once a second.
 void replicated_folder::impl::report_catch_up() {
   constexpr std::uint64_t far_behind_entries = 500;
-  const raft::status st = node_->status();
-  const std::uint64_t applied = machine_->applied_index();
-  if (st.committed < applied + far_behind_entries) return;
   const auto now = clock_type::now();
   if (now - last_progress_report_ < std::chrono::seconds(1)) return;
   last_progress_report_ = now;
+  const raft::status st = node_->status();
+  const std::uint64_t applied = machine_->applied_index();
+  if (st.committed < applied + far_behind_entries) return;
   log(2, fmt::format("catching up: applied #{} of #{} ({}%)", applied, st.committed,
                      st.committed == 0 ? 100 : applied * 100 / st.committed));
 }
@@ -884,7 +878,6 @@ folder_status replicated_folder::impl::status() const {
     s.last_index = st.last_index;
     s.pending_proposals = pending_.size();
     s.files = machine_->committed().size();
-    const transport::transport_metrics metrics = transport_->metrics();
     for (const raft::progress_status& p : st.progress) {
       if (p.id == config_.id) continue;
       peer_progress pp;
@@ -896,7 +889,6 @@ folder_status replicated_folder::impl::status() const {
       pp.connected = p.recent_active;
       s.peers.push_back(pp);
     }
-    (void)metrics;
     s.halted_reasons = halted_reasons_;
     if (!apply_error_.empty()) s.halted_reasons.push_back(apply_error_);
     if (!halted_reasons_watch_.empty()) s.halted_reasons.push_back(halted_reasons_watch_);
@@ -1144,13 +1136,7 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
   }
   // A new directory's content (possibly created before its watch existed) comes from a scan of
   // it; the scan covers the whole subtree, so what it finds is not scanned again.
-  if (new_directory && scan_new_directories) {
-    auto report = folder::scan(*machine_, directory);
-    if (!report) return;
-    for (const std::string& changed : report->changed) {
-      if (changed != directory && wanted(changed)) detect_one(changed, false);
-    }
-  }
+  if (new_directory && scan_new_directories) detect_and_propose({directory}, true);
 }
 
 // Large files: one upload at a time with at most upload_window chunk commands in flight, so memory
