@@ -12,6 +12,7 @@
 #include <boost/asio/strand.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "raftsync/folder/command.hpp"
 #include "raftsync/folder/path_rules.hpp"
@@ -209,10 +211,33 @@ class replicated_folder::impl {
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
   void check_snapshot_timeouts();
   static constexpr std::chrono::milliseconds snapshot_retry_delay{1000};
+  static constexpr std::chrono::milliseconds fetch_retry{500};
   void persist_state(bool force);
   void report_catch_up();
   static constexpr std::chrono::milliseconds state_persist_interval{200};
   void on_app_message(raft::node_id from, const transport::app_message& m);
+  // Content beside the log (large files): see the section "Content service" below.
+  struct pushed_chunk {
+    folder::command ref;  // the chunk_ref to propose once a quorum holds the bytes
+    std::string bytes;    // kept for re-sends until then
+    std::set<raft::node_id> acks;
+    clock_type::time_point sent_at;
+  };
+  struct chunk_fetch {
+    folder::content_wanted want;
+    std::set<raft::node_id> unavailable;  // peers that answered they do not have it
+    std::size_t attempts = 0;
+    bool asked = false;
+    clock_type::time_point asked_at;
+  };
+  using chunk_key = std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>;
+  void push_chunk(folder::command chunk);
+  void send_push(raft::node_id to, const pushed_chunk& p);
+  void resend_pushes();
+  void on_content_message(raft::node_id from, const transport::app_message& m);
+  void start_fetch(const std::vector<folder::content_wanted>& wanted);
+  void ask_for_content();
+  std::vector<raft::node_id> member_peers() const;
   void log(int level, const std::string& text) const;
   bool wanted(std::string_view path) const;
   void check_flush_waiters();
@@ -272,6 +297,9 @@ class replicated_folder::impl {
   bool upload_commit_next_ = false;           // every chunk proposed; the commit is next
   std::optional<folder::command> held_commit_;
   std::deque<folder::chunked_upload> upload_queue_;
+  std::map<std::uint64_t, pushed_chunk> pushing_;  // chunk index → pushed, not yet referenced
+  std::map<chunk_key, chunk_fetch> fetches_;       // a commit waits for these bytes
+  raft::node_id fetch_source_ = raft::no_node;     // the peer that served the last fetch
   std::unique_ptr<folder::change_reader> reader_;
   std::optional<raft::ready> held_ready_;  // taken from the core, not yet persisted (halted)
   std::string why_;                        // reason of the last validation failure
@@ -479,7 +507,9 @@ void replicated_folder::impl::on_tick() {
   }
   node_->tick();
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
-  if (!apply_queue_.empty()) drain_apply_queue();  // an apply failed earlier: retry it
+  if (!pushing_.empty()) resend_pushes();
+  if (!fetches_.empty()) ask_for_content();                            // re-asks what timed out
+  if (!apply_queue_.empty() && fetches_.empty()) drain_apply_queue();  // an apply failed: retry
   persist_state(false);
   report_catch_up();
   // Re-propose what was not applied in time (lost with a leader, dropped without one).
@@ -587,6 +617,11 @@ void replicated_folder::impl::drain_apply_queue() {
       machine_->skip(e.index);  // the leader's no-op of its term
     } else {
       folder::apply_result r = machine_->apply(e.index, e.data);
+      if (r.status == folder::apply_status::awaiting_content && !r.wanted.empty()) {
+        // A commit whose bytes never reached this node: fetch them, then apply it again.
+        start_fetch(r.wanted);
+        break;
+      }
       if (r.status == folder::apply_status::failed) {
         // A local I/O error (for example the folder's disk is full): nothing was recorded, so the
         // same entry is retried on the next tick. Until then the node applies nothing else.
@@ -650,10 +685,16 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
         // Done, or refused (for example a concurrent change won): look at the file afresh.
         if (failed) dirty_paths_.insert(upload_->path());
         upload_.reset();
+        pushing_.clear();
         held_commit_.reset();
         schedule_detection();
       }
       continue_upload();
+    }
+  }
+  if (r.kind == folder::command_kind::commit) {
+    if (std::error_code ec = machine_->drop_stale_staging(r.origin)) {
+      log(1, fmt::format("removing stale staging files of node {}: {}", r.origin, ec.message()));
     }
   }
   for (const folder::preserved_edit& edit : r.preserved) {
@@ -719,8 +760,9 @@ void replicated_folder::impl::propose_command(folder::command cmd) {
   if (cmd.timestamp_ns == 0) cmd.timestamp_ns = utc_now_ns();
   // Several events for one change (create, modify, close) must not become several commands: a
   // command equal to one still pending for the same path (sequence and clock aside) is dropped.
-  const bool is_upload =
-      cmd.kind == folder::command_kind::chunk || cmd.kind == folder::command_kind::commit;
+  const bool is_upload = cmd.kind == folder::command_kind::chunk ||
+                         cmd.kind == folder::command_kind::chunk_ref ||
+                         cmd.kind == folder::command_kind::commit;
   std::string fingerprint;
   if (!is_upload) {
     folder::command key = cmd;
@@ -1126,6 +1168,7 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
     if (!same_active && !same_queued) {
       if (upload_ && upload_->path() == path) {
         upload_.reset();
+        pushing_.clear();
         held_commit_.reset();
       }
       std::erase_if(upload_queue_,
@@ -1139,10 +1182,12 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
   if (new_directory && scan_new_directories) detect_and_propose({directory}, true);
 }
 
-// Large files: one upload at a time with at most upload_window chunk commands in flight, so memory
-// stays bounded by a few chunks whatever the file size; the commit goes once every chunk applied.
+// Large files: one upload at a time with at most upload_window chunks in flight (pushed to the
+// peers or referenced in the log and not yet applied), so memory stays bounded by a few chunks
+// whatever the file size; the commit goes once every chunk applied. A chunk's bytes travel beside
+// the log (push_chunk); only its chunk_ref goes through Raft.
 void replicated_folder::impl::continue_upload() {
-  constexpr std::size_t upload_window = 4;
+  constexpr std::size_t upload_window = 8;
   while (true) {
     if (!upload_) {
       if (upload_queue_.empty()) return;
@@ -1152,19 +1197,24 @@ void replicated_folder::impl::continue_upload() {
       upload_commit_next_ = false;
       held_commit_.reset();
     }
-    while (upload_in_flight_.size() < upload_window && !upload_commit_next_) {
+    while (upload_in_flight_.size() + pushing_.size() < upload_window && !upload_commit_next_) {
       auto next = upload_->next();
       if (!next) {
         // The file changed since it was hashed: read it afresh (a new upload).
         const std::string path = upload_->path();
         upload_.reset();
+        pushing_.clear();
         dirty_paths_.insert(path);
         schedule_detection();
         break;
       }
       if (!*next) break;  // everything proposed
+      if ((*next)->kind == folder::command_kind::chunk) {
+        push_chunk(std::move(**next));
+        continue;
+      }
       if ((*next)->kind == folder::command_kind::commit) {
-        if (!upload_in_flight_.empty()) {
+        if (!upload_in_flight_.empty() || !pushing_.empty()) {
           // Hold the commit until every chunk applied: a retried chunk must never land after it.
           held_commit_ = std::move(**next);
           upload_commit_next_ = true;
@@ -1177,7 +1227,7 @@ void replicated_folder::impl::continue_upload() {
       if (is_commit) upload_commit_next_ = true;
     }
     if (!upload_) continue;
-    if (upload_commit_next_ && held_commit_ && upload_in_flight_.empty()) {
+    if (upload_commit_next_ && held_commit_ && upload_in_flight_.empty() && pushing_.empty()) {
       propose_command(std::move(*held_commit_));
       held_commit_.reset();
       upload_in_flight_.insert(last_sequence_);
@@ -1214,6 +1264,7 @@ namespace raftsync {
 
 namespace {
 constexpr std::uint32_t snapshot_channel = 1;
+constexpr std::uint32_t content_channel = 2;
 constexpr std::size_t snapshot_window = 4;
 constexpr std::size_t snapshot_piece_header_bytes = 25;
 
@@ -1336,6 +1387,10 @@ void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const s
 }
 
 void replicated_folder::impl::on_app_message(raft::node_id from, const transport::app_message& m) {
+  if (m.channel == content_channel) {
+    on_content_message(from, m);
+    return;
+  }
   if (m.channel != snapshot_channel) return;
   auto p = decode_piece(m.payload);
   if (!p) {
@@ -1453,6 +1508,290 @@ void replicated_folder::impl::maybe_snapshot() {
       if (std::error_code ec = log_->compact(compact_to)) {
         log(1, fmt::format("log compaction to #{} failed: {}", compact_to, ec.message()));
       }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content service (app channel `content_channel`): the bytes of a large file's chunks travel
+// beside the log, so a follower writes them once (into the upload's staging file) instead of
+// twice (log + staging). The proposer stages a chunk itself, pushes it to every member and
+// proposes its chunk_ref — a few dozen bytes — once a quorum of voters (itself included) holds
+// the bytes durably: a committed chunk_ref therefore always has its bytes on a majority. A node
+// that missed the push (down, cut off) fetches the bytes from a peer when the commit needs them.
+//
+// Message (little endian): u8 kind | u64 origin | u64 upload_id | u64 chunk_index | 32-byte
+// SHA-256 | kind-specific rest:
+//   1 push (proposer → member): the chunk's bytes
+//   2 push acknowledgement (member → proposer): nothing — the bytes are durable there
+//   3 fetch (member → member): u64 size | the upload's target path
+//   4 fetch reply with the bytes; 5 fetch reply "not here"
+
+namespace {
+constexpr std::size_t content_header_bytes = 1 + 8 * 3 + 32;
+
+struct content_piece {
+  std::uint8_t kind = 0;
+  std::uint64_t origin = 0, upload_id = 0, chunk_index = 0;
+  folder::digest sha256{};
+  std::string_view rest;
+};
+
+std::string encode_content(std::uint8_t kind, std::uint64_t origin, std::uint64_t upload_id,
+                           std::uint64_t chunk_index, const folder::digest& sha256,
+                           std::string_view rest = {}) {
+  std::string out;
+  out.reserve(content_header_bytes + rest.size());
+  out.push_back(static_cast<char>(kind));
+  for (std::uint64_t value : {origin, upload_id, chunk_index}) {
+    for (int i = 0; i < 8; ++i)
+      out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  }
+  out.append(reinterpret_cast<const char*>(sha256.data()), sha256.size());
+  out.append(rest);
+  return out;
+}
+
+std::uint64_t load_u64(std::string_view bytes) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < 8; ++i)
+    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  return value;
+}
+
+std::optional<content_piece> decode_content(std::string_view bytes) {
+  if (bytes.size() < content_header_bytes) return std::nullopt;
+  content_piece p;
+  p.kind = static_cast<std::uint8_t>(bytes[0]);
+  if (p.kind < 1 || p.kind > 5) return std::nullopt;
+  p.origin = load_u64(bytes.substr(1));
+  p.upload_id = load_u64(bytes.substr(9));
+  p.chunk_index = load_u64(bytes.substr(17));
+  std::memcpy(p.sha256.data(), bytes.data() + 25, p.sha256.size());
+  p.rest = bytes.substr(content_header_bytes);
+  return p;
+}
+}  // namespace
+
+std::vector<raft::node_id> replicated_folder::impl::member_peers() const {
+  std::vector<raft::node_id> out;
+  for (const auto* ids : {&conf_.voters, &conf_.learners}) {
+    for (raft::node_id id : *ids)
+      if (id != config_.id) out.push_back(id);
+  }
+  return out;
+}
+
+void replicated_folder::impl::push_chunk(folder::command chunk) {
+  if (std::error_code ec = machine_->stage_chunk(config_.id, chunk.upload_id, chunk.chunk_index,
+                                                 chunk.sha256, chunk.content)) {
+    // This node cannot hold the bytes (disk full…): the chunk goes through the log instead, as
+    // an ordinary chunk command; whatever happens there is reported by its apply.
+    log(1, fmt::format("staging chunk {} of {} failed ({}); sending it through the log",
+                       chunk.chunk_index, chunk.path, ec.message()));
+    propose_command(std::move(chunk));
+    upload_in_flight_.insert(last_sequence_);
+    return;
+  }
+  pushed_chunk p;
+  p.bytes = std::move(chunk.content);
+  p.ref = std::move(chunk);
+  p.ref.kind = folder::command_kind::chunk_ref;
+  p.ref.size_bytes = p.bytes.size();
+  p.ref.content.clear();
+  p.sent_at = clock_type::now();
+  for (raft::node_id to : member_peers())
+    send_push(to, p);
+  const std::uint64_t index = p.ref.chunk_index;
+  pushing_[index] = std::move(p);
+  // A cluster of one (or one whose other members are learners) has its quorum already.
+  const auto& voters = conf_.voters;
+  const bool self_voter = std::find(voters.begin(), voters.end(), config_.id) != voters.end();
+  if (self_voter && voters.size() == 1) {
+    folder::command ref = std::move(pushing_[index].ref);
+    pushing_.erase(index);
+    propose_command(std::move(ref));
+    upload_in_flight_.insert(last_sequence_);
+  }
+}
+
+void replicated_folder::impl::send_push(raft::node_id to, const pushed_chunk& p) {
+  transport::app_message message;
+  message.channel = content_channel;
+  message.payload =
+      encode_content(1, config_.id, p.ref.upload_id, p.ref.chunk_index, p.ref.sha256, p.bytes);
+  transport_->send(transport::envelope{config_.id, to, std::move(message)});
+}
+
+void replicated_folder::impl::resend_pushes() {
+  const auto now = clock_type::now();
+  for (auto& [index, p] : pushing_) {
+    if (now - p.sent_at < config_.proposal_retry) continue;
+    p.sent_at = now;
+    for (raft::node_id to : member_peers())
+      if (p.acks.count(to) == 0) send_push(to, p);
+  }
+}
+
+void replicated_folder::impl::start_fetch(const std::vector<folder::content_wanted>& wanted) {
+  std::size_t added = 0;
+  for (const folder::content_wanted& want : wanted) {
+    auto [it, inserted] =
+        fetches_.try_emplace(chunk_key{want.origin, want.upload_id, want.chunk_index});
+    if (!inserted) continue;
+    it->second.want = want;
+    ++added;
+  }
+  if (added != 0) {
+    log(2, fmt::format("fetching {} chunk(s) of {} from peers (the push missed this node)", added,
+                       wanted.front().path));
+  }
+  ask_for_content();
+}
+
+// Keeps up to fetch_window requests in flight. Each chunk is asked of the peer that served the
+// last one, else its origin, else the others in turn, skipping peers that said they lack it. When
+// every member answered "not here", nobody has the bytes any more (they moved past that content):
+// the commit then applies without them and its path is missing on this node until it changes.
+void replicated_folder::impl::ask_for_content() {
+  constexpr std::size_t fetch_window = 8;
+  const auto now = clock_type::now();
+  std::size_t in_flight = 0;
+  for (auto& [key, f] : fetches_) {
+    if (f.asked && now - f.asked_at >= fetch_retry) f.asked = false;  // timed out: ask again
+    if (f.asked) ++in_flight;
+  }
+  const std::vector<raft::node_id> members = member_peers();
+  bool gave_up = false;
+  for (auto it = fetches_.begin(); it != fetches_.end() && in_flight < fetch_window;) {
+    chunk_fetch& f = it->second;
+    if (f.asked) {
+      ++it;
+      continue;
+    }
+    std::vector<raft::node_id> peers;
+    for (raft::node_id first : {fetch_source_, f.want.origin}) {
+      if (std::find(members.begin(), members.end(), first) != members.end() &&
+          std::find(peers.begin(), peers.end(), first) == peers.end()) {
+        peers.push_back(first);
+      }
+    }
+    for (raft::node_id id : members)
+      if (std::find(peers.begin(), peers.end(), id) == peers.end()) peers.push_back(id);
+    std::erase_if(peers, [&](raft::node_id id) { return f.unavailable.count(id) != 0; });
+    if (peers.empty()) {
+      log(1, fmt::format("chunk {} of {} is on no member any more; the path stays missing here "
+                         "until it changes again",
+                         f.want.chunk_index, f.want.path));
+      machine_->mark_unavailable(f.want.origin, f.want.upload_id, f.want.chunk_index);
+      it = fetches_.erase(it);
+      gave_up = true;
+      continue;
+    }
+    const raft::node_id to = peers[f.attempts++ % peers.size()];
+    f.asked = true;
+    f.asked_at = now;
+    ++in_flight;
+    std::string rest(8, '\0');
+    for (int i = 0; i < 8; ++i)
+      rest[static_cast<std::size_t>(i)] = static_cast<char>((f.want.size_bytes >> (8 * i)) & 0xff);
+    rest += f.want.path;
+    transport::app_message message;
+    message.channel = content_channel;
+    message.payload =
+        encode_content(3, f.want.origin, f.want.upload_id, f.want.chunk_index, f.want.sha256, rest);
+    transport_->send(transport::envelope{config_.id, to, std::move(message)});
+    ++it;
+  }
+  if (gave_up && fetches_.empty()) drain_apply_queue();
+}
+
+void replicated_folder::impl::on_content_message(raft::node_id from,
+                                                 const transport::app_message& m) {
+  auto p = decode_content(m.payload);
+  if (!p) {
+    log(1, fmt::format("malformed content message from node {} ignored", from));
+    return;
+  }
+  auto reply = [&](std::uint8_t kind, std::string_view rest = {}) {
+    transport::app_message out;
+    out.channel = content_channel;
+    out.payload = encode_content(kind, p->origin, p->upload_id, p->chunk_index, p->sha256, rest);
+    transport_->send(transport::envelope{config_.id, from, std::move(out)});
+  };
+  switch (p->kind) {
+    case 1: {  // a pushed chunk: a peer may only push its own uploads
+      if (p->origin != from || folder::sha256(p->rest) != p->sha256) {
+        log(1, fmt::format("content push from node {} refused: {}", from,
+                           p->origin != from ? "it names another origin" : "hash mismatch"));
+        return;
+      }
+      if (std::error_code ec =
+              machine_->stage_chunk(p->origin, p->upload_id, p->chunk_index, p->sha256, p->rest)) {
+        log(1, fmt::format("staging chunk {} of upload {} from node {} failed: {}", p->chunk_index,
+                           p->upload_id, from, ec.message()));
+        return;
+      }
+      reply(2);
+      return;
+    }
+    case 2: {  // a member holds a chunk we pushed
+      if (p->origin != config_.id || !upload_ || upload_->upload_id() != p->upload_id) return;
+      auto it = pushing_.find(p->chunk_index);
+      if (it == pushing_.end() || it->second.ref.sha256 != p->sha256) return;
+      it->second.acks.insert(from);
+      const auto& voters = conf_.voters;
+      std::size_t holders =
+          std::find(voters.begin(), voters.end(), config_.id) != voters.end() ? 1 : 0;
+      for (raft::node_id id : it->second.acks)
+        if (std::find(voters.begin(), voters.end(), id) != voters.end()) ++holders;
+      if (holders < voters.size() / 2 + 1) return;
+      folder::command ref = std::move(it->second.ref);
+      pushing_.erase(it);
+      propose_command(std::move(ref));
+      upload_in_flight_.insert(last_sequence_);
+      continue_upload();
+      return;
+    }
+    case 3: {  // a peer missed a chunk: serve it if this node has exactly those bytes
+      if (p->rest.size() < 8) return;
+      const std::uint64_t size = load_u64(p->rest);
+      const std::string_view path = p->rest.substr(8);
+      auto bytes =
+          machine_->read_chunk(p->origin, p->upload_id, p->chunk_index, size, p->sha256, path);
+      if (bytes) {
+        reply(4, *bytes);
+      } else {
+        reply(5);
+      }
+      return;
+    }
+    case 4:
+    case 5: {
+      auto it = fetches_.find(chunk_key{p->origin, p->upload_id, p->chunk_index});
+      if (it == fetches_.end() || it->second.want.sha256 != p->sha256) return;  // not wanted now
+      chunk_fetch& f = it->second;
+      if (p->kind == 5 || folder::sha256(p->rest) != p->sha256) {
+        f.unavailable.insert(from);
+        f.asked = false;
+        if (fetch_source_ == from) fetch_source_ = raft::no_node;
+        ask_for_content();
+        return;
+      }
+      if (std::error_code ec =
+              machine_->stage_chunk(p->origin, p->upload_id, p->chunk_index, p->sha256, p->rest)) {
+        log(1, fmt::format("staging fetched chunk {} failed: {}", p->chunk_index, ec.message()));
+        return;  // asked again once the request times out
+      }
+      fetch_source_ = from;
+      fetches_.erase(it);
+      if (fetches_.empty()) {
+        drain_apply_queue();
+        process_ready();
+      } else {
+        ask_for_content();
+      }
+      return;
     }
   }
 }
