@@ -811,6 +811,71 @@ result<std::string> state_machine::read_chunk(node_id origin, std::uint64_t uplo
   return errc::not_found;
 }
 
+std::vector<content_wanted> state_machine::wanted_for_missing(std::size_t max) {
+  std::vector<content_wanted> out;
+  std::string buffer;
+  for (const std::string& path : missing_) {
+    const manifest_entry* e = manifest_.find(path);
+    if (e == nullptr || e->kind != file_kind::regular) continue;
+    for (std::uint64_t i = 0; i < e->chunk_hashes.size() && out.size() < max; ++i) {
+      const std::uint64_t size =
+          std::min<std::uint64_t>(config_.chunk_bytes, e->size_bytes - i * config_.chunk_bytes);
+      if (verified(0, e->version, i, e->chunk_hashes[i])) continue;
+      if (unavailable_.count({0, e->version, i}) != 0) continue;
+      if (!tree_.read(staging_path(0, e->version), i * config_.chunk_bytes, size, buffer) &&
+          buffer.size() == size && sha256(buffer) == e->chunk_hashes[i]) {
+        verified_staged_[{0, e->version, i}] = e->chunk_hashes[i];
+        continue;
+      }
+      out.push_back({0, e->version, i, size, e->chunk_hashes[i], path});
+    }
+    if (out.size() >= max) break;
+  }
+  return out;
+}
+
+result<std::vector<written_entry>> state_machine::repair_missing() {
+  std::vector<written_entry> out;
+  std::vector<std::string> repaired;
+  for (const std::string& path : missing_) {
+    const manifest_entry* found = manifest_.find(path);
+    if (found == nullptr || found->kind != file_kind::regular) continue;
+    manifest_entry e = *found;
+    bool complete = true;
+    for (std::uint64_t i = 0; i < e.chunk_hashes.size() && complete; ++i)
+      complete = verified(0, e.version, i, e.chunk_hashes[i]);
+    if (!complete) continue;
+    auto occupied = tree_.lstat(path);
+    if (occupied) continue;  // a local file took the path meanwhile: the scanner's business
+    if (!is_missing(occupied.error())) return occupied.error();
+    if (auto ec = make_dirs(tree_, parent_path(path), 0755)) return ec;
+    if (e.size_bytes == 0) {
+      if (auto ec = tree_.write_file_atomic(path, {}, e.mode, e.mtime_ns)) return ec;
+    } else {
+      const std::string staging = staging_path(0, e.version);
+      if (auto ec = tree_.truncate(staging, e.size_bytes)) return ec;
+      if (auto ec = tree_.chmod(staging, e.mode)) return ec;
+      if (auto ec = tree_.set_mtime(staging, e.mtime_ns)) return ec;
+      if (auto ec = tree_.sync_file(staging)) return ec;
+      if (auto ec = tree_.rename(staging, path)) return ec;
+      if (auto ec = tree_.sync_dir(parent_path(path))) return ec;
+    }
+    auto st = tree_.lstat(path);
+    if (!st) return st.error();
+    remember_local_identity(e, *st);
+    out.push_back({path, *st, e.sha256});
+    manifest_.put(path, e);
+    repaired.push_back(path);
+    std::erase_if(verified_staged_, [&](const auto& item) {
+      return std::get<0>(item.first) == 0 && std::get<1>(item.first) == e.version;
+    });
+  }
+  for (const auto& path : repaired)
+    missing_.erase(path);
+  if (!repaired.empty()) dirty_ = true;
+  return out;
+}
+
 void state_machine::mark_unavailable(node_id origin, std::uint64_t upload_id,
                                      std::uint64_t chunk_index) {
   unavailable_.insert({origin, upload_id, chunk_index});

@@ -237,6 +237,8 @@ class replicated_folder::impl {
   void on_content_message(raft::node_id from, const transport::app_message& m);
   void start_fetch(const std::vector<folder::content_wanted>& wanted);
   void ask_for_content();
+  void fetches_done();
+  void repair_missing_paths();
   std::vector<raft::node_id> member_peers() const;
   void log(int level, const std::string& text) const;
   bool wanted(std::string_view path) const;
@@ -300,6 +302,7 @@ class replicated_folder::impl {
   std::map<std::uint64_t, pushed_chunk> pushing_;  // chunk index → pushed, not yet referenced
   std::map<chunk_key, chunk_fetch> fetches_;       // a commit waits for these bytes
   raft::node_id fetch_source_ = raft::no_node;     // the peer that served the last fetch
+  clock_type::time_point last_repair_{};           // last look at missing paths
   std::unique_ptr<folder::change_reader> reader_;
   std::optional<raft::ready> held_ready_;  // taken from the core, not yet persisted (halted)
   std::string why_;                        // reason of the last validation failure
@@ -508,7 +511,11 @@ void replicated_folder::impl::on_tick() {
   node_->tick();
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
   if (!pushing_.empty()) resend_pushes();
-  if (!fetches_.empty()) ask_for_content();                            // re-asks what timed out
+  if (!fetches_.empty()) ask_for_content();  // re-asks what timed out
+  if (fetches_.empty() && apply_queue_.empty() && machine_->needs_snapshot() &&
+      clock_type::now() - last_repair_ >= std::chrono::seconds(1)) {
+    repair_missing_paths();
+  }
   if (!apply_queue_.empty() && fetches_.empty()) drain_apply_queue();  // an apply failed: retry
   persist_state(false);
   report_catch_up();
@@ -707,8 +714,8 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
     log(1, fmt::format("rejected #{}: {}", r.index, r.reason));
   }
   if (r.needs_snapshot) {
-    log(1, fmt::format("#{}: the committed content of {} cannot be rebuilt here ({}); a folder "
-                       "snapshot from the leader will repair it",
+    log(1, fmt::format("#{}: the committed content of {} cannot be rebuilt here ({}); it is "
+                       "fetched from a peer that has it",
                        r.index, r.path, r.reason));
   }
   if (applied_callback_ && r.changed_tree()) {
@@ -1703,7 +1710,34 @@ void replicated_folder::impl::ask_for_content() {
     transport_->send(transport::envelope{config_.id, to, std::move(message)});
     ++it;
   }
-  if (gave_up && fetches_.empty()) drain_apply_queue();
+  if (gave_up && fetches_.empty()) fetches_done();
+}
+
+// Posted, not called: this runs from inside drain_apply_queue() (a fetch given up at once).
+void replicated_folder::impl::fetches_done() {
+  asio::post(*strand_, [this] {
+    if (stopped_ || !fetches_.empty()) return;
+    if (machine_->needs_snapshot()) repair_missing_paths();
+    drain_apply_queue();
+    process_ready();
+  });
+}
+
+// A committed file whose content this node could not build (its bytes were on no member when the
+// commit applied, or a folder snapshot arrived without them) is fetched from the peers that have
+// it — chunk by chunk, verified against the manifest — and put into place. Once a second at most.
+void replicated_folder::impl::repair_missing_paths() {
+  last_repair_ = clock_type::now();
+  auto written = machine_->repair_missing();
+  if (!written) {
+    log(1, fmt::format("repairing missing files: {}", written.error().message()));
+    return;
+  }
+  for (const folder::written_entry& w : *written)
+    log(2, fmt::format("{} repaired from a peer", w.path));
+  if (!machine_->needs_snapshot()) return;
+  std::vector<folder::content_wanted> wanted = machine_->wanted_for_missing(64);
+  if (!wanted.empty()) start_fetch(wanted);
 }
 
 void replicated_folder::impl::on_content_message(raft::node_id from,
@@ -1786,8 +1820,7 @@ void replicated_folder::impl::on_content_message(raft::node_id from,
       fetch_source_ = from;
       fetches_.erase(it);
       if (fetches_.empty()) {
-        drain_apply_queue();
-        process_ready();
+        fetches_done();
       } else {
         ask_for_content();
       }

@@ -159,11 +159,7 @@ TEST_CASE("bad flags are refused with a clear error", "[e2e]") {
   REQUIRE(out.find("--id needs a positive integer") != std::string::npos);
 }
 
-// Hidden from the default run ([.]): it fails intermittently — after the wipe the leader sometimes
-// never starts the folder snapshot (docs/reliability.md, bug 2). Run it with
-// `e2e_tests "[snapshot]"`.
-TEST_CASE("a wiped node rejoins through a folder snapshot and ends identical",
-          "[.][e2e][snapshot]") {
+TEST_CASE("a wiped node rejoins through a folder snapshot and ends identical", "[e2e][snapshot]") {
   process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "wipe");
   const std::vector<std::string> small_log = {"--snapshot-entries", "20"};
   for (int id = 1; id <= 3; ++id)

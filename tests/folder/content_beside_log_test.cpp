@@ -224,3 +224,71 @@ TEST_CASE("pushed chunks of an upload that was never referenced are removed", "[
   CHECK_FALSE(b.io->exists(abandoned_staging));
   CHECK(b.io->content("big.bin") == final_content);
 }
+
+TEST_CASE("a missing path is repaired from a peer's committed file", "[folder][chunks][repair]") {
+  node a(1, chunk);
+  node b(2, chunk);
+  node c(3, chunk);
+  const std::string big = pattern(7 * chunk + 99, 'm');
+  a.io->user_write("dir/big.bin", big);
+  replicated_log log;
+  log.append(push_upload(a, "dir/big.bin", {&a, &b}));
+  std::size_t fetches = 0;
+  catch_up_fetching(log, b, a, &fetches);
+  log.catch_up(c);  // c treats every chunk as unavailable: the path is missing there
+  REQUIRE(c.sm->missing_paths().count("dir/big.bin") == 1);
+  REQUIRE_FALSE(c.io->exists("dir/big.bin"));
+
+  // A local file that took the path meanwhile is never overwritten by a repair.
+  c.io->user_write("dir/big.bin", "mine");
+  std::vector<content_wanted> wanted = c.sm->wanted_for_missing(64);
+  REQUIRE(wanted.size() == 8);
+  for (const content_wanted& w : wanted) {
+    auto bytes =
+        b.sm->read_chunk(w.origin, w.upload_id, w.chunk_index, w.size_bytes, w.sha256, w.path);
+    REQUIRE(bytes.has_value());
+    REQUIRE_FALSE(c.sm->stage_chunk(w.origin, w.upload_id, w.chunk_index, w.sha256, *bytes));
+  }
+  CHECK(c.sm->wanted_for_missing(64).empty());
+  auto none = c.sm->repair_missing();
+  REQUIRE(none.has_value());
+  CHECK(none->empty());
+  CHECK(c.io->content("dir/big.bin") == "mine");
+
+  REQUIRE_FALSE(c.io->unlink("dir/big.bin"));
+  auto repaired = c.sm->repair_missing();
+  REQUIRE(repaired.has_value());
+  REQUIRE(repaired->size() == 1);
+  CHECK(c.io->content("dir/big.bin") == big);
+  CHECK(c.sm->missing_paths().empty());
+  // What the repair wrote is recognised as an echo, never proposed back.
+  CHECK(c.sm->is_echo("dir/big.bin", repaired->front().stat));
+  CHECK(c.io->dump() == b.io->dump());
+}
+
+TEST_CASE("a missing path nobody can serve stays missing without blocking",
+          "[folder][chunks][repair]") {
+  node a(1, chunk);
+  node c(3, chunk);
+  a.io->user_write("big.bin", pattern(3 * chunk, 'n'));
+  replicated_log log;
+  log.append(push_upload(a, "big.bin", {&a}));
+  log.catch_up(c);
+  REQUIRE(c.sm->needs_snapshot());
+  std::vector<content_wanted> wanted = c.sm->wanted_for_missing(2);
+  REQUIRE(wanted.size() == 2);  // bounded by `max`
+  for (const content_wanted& w : c.sm->wanted_for_missing(64))
+    c.sm->mark_unavailable(w.origin, w.upload_id, w.chunk_index);
+  CHECK(c.sm->wanted_for_missing(64).empty());
+  auto repaired = c.sm->repair_missing();
+  REQUIRE(repaired.has_value());
+  CHECK(repaired->empty());
+  // A later write of the path clears it.
+  log.append(make_write(2, 1, "big.bin", "small now", c.sm->committed().find("big.bin")->version));
+  for (const auto& r : log.catch_up(c)) {
+    INFO(r.reason);
+    CHECK(r.status == apply_status::applied);
+  }
+  CHECK_FALSE(c.sm->needs_snapshot());
+  CHECK(c.io->content("big.bin") == "small now");
+}

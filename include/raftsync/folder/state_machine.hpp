@@ -213,6 +213,16 @@ class state_machine {
   // No peer has that chunk (they all moved past it): the commit that needs it applies without it
   // and its path becomes missing on this node (as for apply_result::needs_snapshot).
   void mark_unavailable(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index);
+  // Repair of missing paths (missing_paths()): the chunks of their committed content this node
+  // still lacks, at most `max` (origin 0, upload_id = the entry's version: a peer serves them from
+  // its file, verified against the manifest's chunk hash). Fetch them, stage_chunk() them, then
+  // repair_missing() puts every path whose chunks are all here into place.
+  std::vector<content_wanted> wanted_for_missing(std::size_t max);
+  // Writes every missing path whose committed content is complete in its repair staging file
+  // (verified chunk by chunk, fsynced, renamed into place) unless something else now occupies the
+  // path; returns what it wrote (echo suppression as for applies). Local: the replicated state is
+  // unchanged.
+  result<std::vector<written_entry>> repair_missing();
   // Removes staging files of `origin` that no live upload owns (pushed chunks of an upload its
   // proposer abandoned before referencing them). Local.
   std::error_code drop_stale_staging(node_id origin);
