@@ -1267,7 +1267,10 @@ namespace raftsync {
 //
 // Piece format (little endian): u8 kind | u64 snapshot index | u64 offset | u64 total | bytes.
 //   kind 1 data (leader → follower), 2 ack (follower → leader: offset = next byte wanted),
-//   3 abort (either way: the transfer is over; the leader retries when Raft asks again).
+//   3 abort (either way: the transfer is over; the leader retries when Raft asks again),
+//   4 skip (leader → follower: the span at `offset` changed on the leader since the snapshot was
+//     taken; bytes = u64 end of that span; the follower installs it as missing and repairs it
+//     from a peer afterwards).
 
 namespace {
 constexpr std::uint32_t snapshot_channel = 1;
@@ -1307,7 +1310,7 @@ std::optional<piece> decode_piece(std::string_view bytes) {
     }
     *fields[f] = value;
   }
-  if (p.kind < 1 || p.kind > 3) return std::nullopt;
+  if (p.kind < 1 || p.kind > 4) return std::nullopt;
   p.data = bytes.substr(snapshot_piece_header_bytes);
   return p;
 }
@@ -1341,9 +1344,25 @@ void replicated_folder::impl::pump_snapshot(raft::node_id to, outgoing_snapshot&
   const std::uint64_t total = out.writer->total_bytes();
   while (out.sent < total && out.sent - out.acked < snapshot_window * config_.chunk_bytes) {
     auto data = out.writer->read(out.sent, config_.chunk_bytes);
+    if (!data && data.error() == make_error_code(errc::conflict)) {
+      // A working file no longer holds its committed bytes (a local edit, or a newer apply):
+      // skip it; the receiver fetches that file's committed content from a peer afterwards.
+      const std::uint64_t end = out.writer->span_end(out.sent);
+      if (end > out.sent) {
+        std::string end_bytes(8, '\0');
+        for (int i = 0; i < 8; ++i)
+          end_bytes[static_cast<std::size_t>(i)] = static_cast<char>((end >> (8 * i)) & 0xff);
+        transport::app_message skip_message;
+        skip_message.channel = snapshot_channel;
+        skip_message.payload = encode_piece(4, out.writer->index(), out.sent, total, end_bytes);
+        transport_->send(transport::envelope{config_.id, to, std::move(skip_message)});
+        log(3, fmt::format("snapshot for node {}: bytes {}..{} changed here, skipped", to, out.sent,
+                           end));
+        out.sent = end;
+        continue;
+      }
+    }
     if (!data) {
-      // errc::conflict: a working file no longer holds its committed bytes (a local edit or a
-      // newer apply). Give up this one; Raft asks again and a fresh snapshot is taken.
       finish_snapshot(to, false, data.error().message());
       return;
     }
@@ -1462,6 +1481,25 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     reply(2, incoming_snapshot_->next_offset());
     return;
   }
+  if (p->kind == 4) {
+    std::uint64_t end = 0;
+    if (p->data.size() == 8) {
+      for (int i = 0; i < 8; ++i)
+        end |= static_cast<std::uint64_t>(static_cast<unsigned char>(p->data[i])) << (8 * i);
+    }
+    if (std::error_code ec = incoming_snapshot_->skip(p->offset, end)) {
+      log(1, fmt::format("folder snapshot from node {}: bad skip ({})", from, ec.message()));
+      (void)incoming_snapshot_->abort();
+      incoming_snapshot_.reset();
+      reply(3, 0);
+      return;
+    }
+    if (!incoming_snapshot_->complete()) {
+      reply(2, end);
+      return;
+    }
+    p->data = {};  // the skipped span was the last: fall through to the install
+  }
   // Progress of a long transfer, every tenth of it.
   if (p->total > 0) {
     const std::uint64_t before = p->offset * 10 / p->total;
@@ -1491,6 +1529,8 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     // Anything queued for apply is older than the snapshot: drop it.
     std::erase_if(apply_queue_, [&](const raft::entry& e) { return e.index <= p->index; });
     incoming_snapshot_.reset();
+    reply(2, p->total);
+    return;
   }
   reply(2, p->offset + p->data.size());
 }
