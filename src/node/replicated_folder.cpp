@@ -71,6 +71,14 @@ std::error_code replicated_folder_config::validate(std::string* why) const {
   return {};
 }
 
+// Application channels of the transport (beside Raft's messages): folder snapshot streams, chunk
+// bytes of large files, applied-index reports.
+namespace {
+constexpr std::uint32_t snapshot_channel = 1;
+constexpr std::uint32_t content_channel = 2;
+constexpr std::uint32_t applied_channel = 3;
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 namespace node_detail {
 
@@ -239,6 +247,7 @@ class replicated_folder::impl {
   void ask_for_content();
   void fetches_done();
   void repair_missing_paths();
+  void report_applied();
   std::vector<raft::node_id> member_peers() const;
   void log(int level, const std::string& text) const;
   bool wanted(std::string_view path) const;
@@ -303,6 +312,10 @@ class replicated_folder::impl {
   std::map<chunk_key, chunk_fetch> fetches_;       // a commit waits for these bytes
   raft::node_id fetch_source_ = raft::no_node;     // the peer that served the last fetch
   clock_type::time_point last_repair_{};           // last look at missing paths
+  // flush(all_applied): every member reports its applied index to the leader (app channel 3).
+  std::map<raft::node_id, std::uint64_t> peer_applied_;
+  std::uint64_t reported_applied_ = 0;
+  clock_type::time_point last_applied_report_{};
   std::unique_ptr<folder::change_reader> reader_;
   std::optional<raft::ready> held_ready_;  // taken from the core, not yet persisted (halted)
   std::string why_;                        // reason of the last validation failure
@@ -512,6 +525,7 @@ void replicated_folder::impl::on_tick() {
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
   if (!pushing_.empty()) resend_pushes();
   if (!fetches_.empty()) ask_for_content();  // re-asks what timed out
+  report_applied();
   if (fetches_.empty() && apply_queue_.empty() && machine_->needs_snapshot() &&
       clock_type::now() - last_repair_ >= std::chrono::seconds(1)) {
     repair_missing_paths();
@@ -643,7 +657,26 @@ void replicated_folder::impl::drain_apply_queue() {
     ++applied_since_snapshot_;
     apply_queue_.pop_front();
   }
-  if (applied_any) maybe_snapshot();
+  if (applied_any) {
+    maybe_snapshot();
+    report_applied();
+  }
+}
+
+// Tells the leader how far this node applied (when it advanced, and once a second), so a flush
+// with all_applied on the leader knows when every member has a change on disk.
+void replicated_folder::impl::report_applied() {
+  if (soft_.leader == raft::no_node || soft_.leader == config_.id) return;
+  const std::uint64_t applied = machine_->applied_index();
+  const auto now = clock_type::now();
+  if (applied == reported_applied_ && now - last_applied_report_ < std::chrono::seconds(1)) return;
+  reported_applied_ = applied;
+  last_applied_report_ = now;
+  transport::app_message m;
+  m.channel = applied_channel;
+  for (int i = 0; i < 8; ++i)
+    m.payload.push_back(static_cast<char>((applied >> (8 * i)) & 0xff));
+  transport_->send(transport::envelope{config_.id, soft_.leader, std::move(m)});
 }
 
 // The state file (manifest + applied index) is written lazily — at most every
@@ -890,12 +923,14 @@ void replicated_folder::impl::check_flush_waiters() {
     bool done = oldest_pending > w.sequence_max && !upload_ && upload_queue_.empty();
     if (done && w.all_applied) {
       if (w.index == 0) w.index = machine_->applied_index();
-      // Only the leader knows its followers' progress; a follower waits until it leads or the
-      // leader's commit (which it applied) covers the index — the best it can observe.
+      // Only the leader hears every member's applied index (report_applied); a follower waits
+      // until it leads or the leader's commit (which it applied) covers the index — the best
+      // it can observe.
       if (st.soft.role == raft::role::leader) {
         for (const raft::progress_status& p : st.progress) {
-          if (!p.learner && p.id != config_.id && p.recent_active && p.match < w.index)
-            done = false;
+          if (p.learner || p.id == config_.id || !p.recent_active) continue;
+          auto applied = peer_applied_.find(p.id);
+          if (applied == peer_applied_.end() || applied->second < w.index) done = false;
         }
       }
     }
@@ -1273,8 +1308,6 @@ namespace raftsync {
 //     from a peer afterwards).
 
 namespace {
-constexpr std::uint32_t snapshot_channel = 1;
-constexpr std::uint32_t content_channel = 2;
 constexpr std::size_t snapshot_window = 4;
 constexpr std::size_t snapshot_piece_header_bytes = 25;
 
@@ -1415,6 +1448,16 @@ void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const s
 void replicated_folder::impl::on_app_message(raft::node_id from, const transport::app_message& m) {
   if (m.channel == content_channel) {
     on_content_message(from, m);
+    return;
+  }
+  if (m.channel == applied_channel) {
+    if (m.payload.size() != 8) return;
+    std::uint64_t applied = 0;
+    for (int i = 0; i < 8; ++i)
+      applied |= static_cast<std::uint64_t>(static_cast<unsigned char>(m.payload[i])) << (8 * i);
+    auto& known = peer_applied_[from];
+    known = std::max(known, applied);
+    check_flush_waiters();
     return;
   }
   if (m.channel != snapshot_channel) return;
