@@ -1,6 +1,7 @@
 #include "raftsync/folder/state_machine.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <unordered_map>
 
@@ -436,6 +437,7 @@ apply_result state_machine::apply_command(std::uint64_t index, const command& c)
   r.sequence = c.sequence;
   r.own = c.origin == config_.self;
   r.path = c.path;
+  r.upload_id = c.upload_id;
   if (c.origin == 0) return rejected(std::move(r), errc::malformed, "origin 0");
   if (dedupe_seen(c.origin, c.sequence))
     return make_status(std::move(r), apply_status::duplicate, {},
@@ -881,23 +883,26 @@ void state_machine::mark_unavailable(node_id origin, std::uint64_t upload_id,
   unavailable_.insert({origin, upload_id, chunk_index});
 }
 
-std::error_code state_machine::drop_stale_staging(node_id origin) {
+std::error_code state_machine::drop_stale_staging(node_id origin, std::uint64_t below) {
   const std::string prefix = std::string(upload_prefix) + std::to_string(origin) + "-";
   auto root = tree_.list("");
   if (!root) return root.error();
   auto live = uploads_.find(origin);
+  auto stale = [&](std::uint64_t upload_id) {
+    return upload_id < below && (live == uploads_.end() || live->second.upload_id != upload_id);
+  };
   for (const auto& e : *root) {
     if (e.kind != file_kind::regular || e.name.compare(0, prefix.size(), prefix) != 0) continue;
-    if (live != uploads_.end() && e.name == staging_path(origin, live->second.upload_id)) continue;
+    const std::string digits = e.name.substr(prefix.size());
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (!stale(std::strtoull(digits.c_str(), nullptr, 10))) continue;
     if (auto ec = tree_.unlink(e.name); ec && !is_missing(ec)) return ec;
   }
   std::erase_if(unavailable_, [&](const auto& key) {
-    return std::get<0>(key) == origin &&
-           (live == uploads_.end() || std::get<1>(key) != live->second.upload_id);
+    return std::get<0>(key) == origin && stale(std::get<1>(key));
   });
   std::erase_if(verified_staged_, [&](const auto& item) {
-    return std::get<0>(item.first) == origin &&
-           (live == uploads_.end() || std::get<1>(item.first) != live->second.upload_id);
+    return std::get<0>(item.first) == origin && stale(std::get<1>(item.first));
   });
   return {};
 }

@@ -733,7 +733,7 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
     }
   }
   if (r.kind == folder::command_kind::commit) {
-    if (std::error_code ec = machine_->drop_stale_staging(r.origin)) {
+    if (std::error_code ec = machine_->drop_stale_staging(r.origin, r.upload_id)) {
       log(1, fmt::format("removing stale staging files of node {}: {}", r.origin, ec.message()));
     }
   }

@@ -217,11 +217,18 @@ TEST_CASE("pushed chunks of an upload that was never referenced are removed", "[
   const std::string final_content = pattern(3 * chunk, 'v');
   a.io->user_write("big.bin", final_content);
   replicated_log log;
-  log.append(push_upload(a, "big.bin", {&a, &b}));
+  std::vector<command> final_upload = push_upload(a, "big.bin", {&a, &b});
+  const std::uint64_t commands_upload_id = final_upload.back().upload_id;
+  log.append(final_upload);
   std::size_t fetches = 0;
-  catch_up_fetching(log, b, a, &fetches);
-  REQUIRE_FALSE(b.sm->drop_stale_staging(1));
+  const std::vector<apply_result> results = catch_up_fetching(log, b, a, &fetches);
+  CHECK(results.back().upload_id == commands_upload_id);
+  // A newer upload's early pushes survive the cleanup after the previous commit.
+  const std::string newer_staging = upload_staging_path(1, commands_upload_id + 1000);
+  REQUIRE_FALSE(b.io->write_at(newer_staging, 0, "early push"));
+  REQUIRE_FALSE(b.sm->drop_stale_staging(1, commands_upload_id));
   CHECK_FALSE(b.io->exists(abandoned_staging));
+  CHECK(b.io->exists(newer_staging));
   CHECK(b.io->content("big.bin") == final_content);
 }
 

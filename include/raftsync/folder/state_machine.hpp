@@ -122,6 +122,7 @@ struct apply_result {
   // correct; the path is absent from this node's tree and listed in missing_paths() until a later
   // command rewrites it or a folder snapshot is installed. See docs/folder.md.
   bool needs_snapshot = false;
+  std::uint64_t upload_id = 0;         // chunk, chunk_ref, commit: the command's upload
   std::vector<content_wanted> wanted;  // awaiting_content: chunks to fetch (at most 64 at once)
 
   bool changed_tree() const noexcept {
@@ -223,9 +224,10 @@ class state_machine {
   // path; returns what it wrote (echo suppression as for applies). Local: the replicated state is
   // unchanged.
   result<std::vector<written_entry>> repair_missing();
-  // Removes staging files of `origin` that no live upload owns (pushed chunks of an upload its
-  // proposer abandoned before referencing them). Local.
-  std::error_code drop_stale_staging(node_id origin);
+  // Removes staging files of `origin` with an upload id below `below` that no live upload owns
+  // (pushed chunks of an upload its proposer abandoned before referencing them; upload ids of an
+  // origin only grow, so a newer upload's early pushes are kept). Local.
+  std::error_code drop_stale_staging(node_id origin, std::uint64_t below);
 
   // --- proposer side ---
   // A fresh per-origin sequence number for a command this node proposes: (boot epoch << 32) |
