@@ -754,26 +754,19 @@ apply_result state_machine::do_chunk_ref(std::uint64_t, const command& c, apply_
     return rejected(std::move(r), errc::malformed, "chunk index too large");
   if (auto ec = switch_upload(c.origin, c.upload_id))
     return failed(std::move(r), ec, "dropping an abandoned upload");
-  if (!verified(c.origin, c.upload_id, c.chunk_index, c.sha256)) {
-    // Not written by this process: the staging file (a restart since the push), or the committed
-    // file itself (a replay after the upload completed) may hold them.
-    auto bytes = read_chunk(c.origin, c.upload_id, c.chunk_index, c.size_bytes, c.sha256, c.path);
-    if (bytes) {
-      if (auto ec = stage_chunk(c.origin, c.upload_id, c.chunk_index, c.sha256, *bytes))
-        return failed(std::move(r), ec, "writing a staged chunk");
-    } else if (bytes.error() != make_error_code(errc::not_found)) {
-      return failed(std::move(r), bytes.error(), "reading a staged chunk");
-    }
-  }
   auto& up = uploads_[c.origin];
   up.upload_id = c.upload_id;
   up.chunks[c.chunk_index] = staged_chunk{c.sha256, c.size_bytes};
   return r;
 }
 
+std::error_code state_machine::sync_staging(node_id origin, std::uint64_t upload_id) {
+  return tree_.sync_file(staging_path(origin, upload_id));
+}
+
 std::error_code state_machine::stage_chunk(node_id origin, std::uint64_t upload_id,
                                            std::uint64_t chunk_index, const digest& sha256,
-                                           std::string_view bytes) {
+                                           std::string_view bytes, bool sync) {
   if (bytes.empty() || bytes.size() > config_.chunk_bytes ||
       chunk_index >= (std::uint64_t{1} << 24))
     return make_error_code(errc::malformed);
@@ -786,7 +779,8 @@ std::error_code state_machine::stage_chunk(node_id origin, std::uint64_t upload_
   }
   const std::string staging = staging_path(origin, upload_id);
   if (auto ec = tree_.write_at(staging, chunk_index * config_.chunk_bytes, bytes)) return ec;
-  if (auto ec = tree_.sync_file(staging)) return ec;
+  if (sync)
+    if (auto ec = tree_.sync_file(staging)) return ec;
   verified_staged_[{origin, upload_id, chunk_index}] = sha256;
   return {};
 }

@@ -125,8 +125,11 @@ struct apply_result {
   std::uint64_t upload_id = 0;         // chunk, chunk_ref, commit: the command's upload
   std::vector<content_wanted> wanted;  // awaiting_content: chunks to fetch (at most 64 at once)
 
+  // The apply changed what a user sees (chunks of an upload only fill its staging file; the
+  // commit is what puts the file in place).
   bool changed_tree() const noexcept {
-    return status == apply_status::applied || status == apply_status::conflict;
+    return (status == apply_status::applied || status == apply_status::conflict) &&
+           kind != command_kind::chunk && kind != command_kind::chunk_ref;
   }
 };
 
@@ -200,11 +203,14 @@ class state_machine {
 
   // --- content beside the log (chunk_ref commands, docs/folder.md "Large files") ---
   // Writes a chunk's bytes into the staging file of (origin, upload_id) at chunk_index *
-  // chunk_bytes and makes them durable (fdatasync). The caller has checked sha256(bytes) ==
-  // `sha256`; the chunk is remembered as verified for this process's lifetime, so its chunk_ref
-  // and commit need not read it back. Not replicated state: a chunk_ref applied later records it.
+  // chunk_bytes and (sync) makes them durable (fdatasync). The caller has checked sha256(bytes)
+  // == `sha256`; the chunk is remembered as verified for this process's lifetime, so its
+  // chunk_ref and commit need not read it back. Not replicated state: a chunk_ref applied later
+  // records it. With sync = false, call sync_staging() before treating the bytes as durable (one
+  // fdatasync for many chunks).
   std::error_code stage_chunk(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index,
-                              const digest& sha256, std::string_view bytes);
+                              const digest& sha256, std::string_view bytes, bool sync = true);
+  std::error_code sync_staging(node_id origin, std::uint64_t upload_id);
   // The bytes of a chunk for a peer that lacks them: from the staging file of (origin, upload_id)
   // or, once the upload committed, from `path` at the same offset; verified against `sha256`.
   // errc::not_found when this node does not have them either.
