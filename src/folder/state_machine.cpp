@@ -423,7 +423,10 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
     if (!r.needs_snapshot || w.path != r.path) missing_.erase(w.path);
   for (const auto& p : r.removed)
     missing_.erase(p);
-  if (r.status != apply_status::duplicate) dedupe_add(value.origin, value.sequence);
+  // A refused command has no effect, on the dedupe window neither: a forged (origin, huge
+  // sequence) with a bad path must not make that origin's real commands look like duplicates.
+  if (r.status != apply_status::duplicate && r.status != apply_status::rejected)
+    dedupe_add(value.origin, value.sequence);
   applied_index_ = index;
   dirty_ = true;
   return r;

@@ -193,6 +193,7 @@ class replicated_folder::impl {
   void on_tick();
   void on_retry_timer();
   void on_envelope(transport::envelope e);
+  bool forwarded_proposal_allowed(const raft::message& m);
   void on_watch_batch(std::vector<watch::fs_event> batch);
   void process_ready();
   void apply_entries(const std::vector<raft::entry>& entries);
@@ -565,11 +566,38 @@ void replicated_folder::impl::on_tick() {
 void replicated_folder::impl::on_envelope(transport::envelope e) {
   if (stopped_) return;
   if (auto* m = std::get_if<raft::message>(&e.body)) {
+    if (m->type == raft::message_type::propose && !forwarded_proposal_allowed(*m)) return;
     if (!held_ready_) (void)node_->step(*m);
   } else {
     on_app_message(e.from, std::get<transport::app_message>(e.body));
   }
   process_ready();
+}
+
+// A follower forwards its own folder commands to the leader; nothing else may arrive that way. The
+// transport has authenticated m.from, so a command must name it as its origin: otherwise a peer
+// could forge another member's (origin, sequence) and make that member's later commands look like
+// duplicates (chaos bug 4). Membership changes are made on the leader only.
+bool replicated_folder::impl::forwarded_proposal_allowed(const raft::message& m) {
+  const bool member =
+      std::find(conf_.voters.begin(), conf_.voters.end(), m.from) != conf_.voters.end() ||
+      std::find(conf_.learners.begin(), conf_.learners.end(), m.from) != conf_.learners.end();
+  std::string why;
+  if (!member) why = "it is not a member";
+  for (const raft::entry& e : m.entries) {
+    if (!why.empty()) break;
+    if (e.type != raft::entry_type::normal) {
+      why = "it carries a membership change";
+    } else if (!e.data.empty()) {
+      auto cmd = folder::decode_command(e.data);
+      if (cmd && cmd->origin != m.from) {
+        why = fmt::format("a command names node {} as its origin", cmd->origin);
+      }
+    }
+  }
+  if (why.empty()) return true;
+  log(1, fmt::format("proposal forwarded by node {} refused: {}", m.from, why));
+  return false;
 }
 
 void replicated_folder::impl::process_ready() {
