@@ -10,6 +10,7 @@
 #include <set>
 
 #include "folder_test_util.hpp"
+#include "raftsync/folder/snapshot.hpp"
 
 using namespace raftsync;
 using namespace raftsync::folder;
@@ -358,5 +359,102 @@ TEST_CASE("a mkdir inside a directory concurrent with its removal keeps both dir
     REQUIRE(st.has_value());
     CHECK(st->kind == file_kind::directory);
     CHECK(k.at(3).sm->committed().find("d") != nullptr);
+  }
+}
+
+TEST_CASE("move records survive a restart and travel in snapshots", "[folder][rename][restart]") {
+  node a(1);
+  replicated_log l;
+  l.append(make_write(3, 1, "p.txt", "v1"));
+  command rename = make(command_kind::rename, 2, 1, "p.txt", 1);
+  rename.target = "t.txt";
+  l.append(rename);
+  l.catch_up(a);
+  REQUIRE(a.sm->moves().size() == 1);
+  REQUIRE_FALSE(a.sm->persist());
+  a.restart();
+  CHECK(a.sm->moves().size() == 1);
+  // A node that joins by snapshot gets the same records.
+  node fresh(4);
+  snapshot_writer writer(*a.sm);
+  snapshot_reader reader(*fresh.sm);
+  while (!reader.complete()) {
+    auto bytes = writer.read(reader.next_offset(), 4096);
+    REQUIRE(bytes.has_value());
+    REQUIRE_FALSE(reader.write(reader.next_offset(), *bytes));
+  }
+  REQUIRE_FALSE(reader.install());
+  CHECK(fresh.sm->moves() == a.sm->moves());
+  // An edit of p.txt proposed before the rename was seen still follows it on both.
+  l.append(make_write(3, 2, "p.txt", "v2", 1));
+  for (node* n : {&a, &fresh}) {
+    auto rs = l.catch_up(*n);
+    REQUIRE(rs.size() == 1);
+    CHECK(rs[0].status == apply_status::applied);
+    CHECK(rs[0].path == "t.txt");
+    CHECK(rs[0].from_path == "p.txt");
+    CHECK(n->io->content("t.txt") == "v2");
+    CHECK_FALSE(n->io->exists("p.txt"));
+  }
+  CHECK(fresh.sm->encode_replicated_state() == a.sm->encode_replicated_state());
+}
+
+TEST_CASE("a local delete read after the rename it raced reaches the rename's destination",
+          "[folder][rename][scan]") {
+  node a(1);
+  replicated_log l;
+  l.append(make_write(3, 1, "p.txt", "v1"));
+  l.catch_up(a);
+  REQUIRE_FALSE(a.io->unlink("p.txt"));  // the user deletes; the event is read only later
+  command rename = make(command_kind::rename, 2, 1, "p.txt", 1);
+  rename.target = "d/t.txt";
+  l.append(rename);
+  auto rs = l.catch_up(a);
+  REQUIRE(rs.size() == 1);
+  CHECK(rs[0].status == apply_status::applied);
+  auto commands = a.changes("p.txt");
+  REQUIRE(commands.size() == 1);
+  CHECK(commands[0].kind == command_kind::remove);
+  CHECK(commands[0].path == "d/t.txt");
+  CHECK(commands[0].base_version == 2);
+}
+
+TEST_CASE("move records are bounded; an edit older than the oldest kept one is not lost",
+          "[folder][rename]") {
+  node a(1);
+  std::uint64_t index = 0;
+  const std::size_t files = move_records_max + 10;
+  for (std::size_t i = 0; i < files; ++i) {
+    std::string name = "f" + std::to_string(i);
+    REQUIRE(a.sm->apply(++index, make_write(3, i + 1, name, "v1")).status == apply_status::applied);
+    command rename = make(command_kind::rename, 2, i + 1, name, index);
+    rename.target = "moved/" + name;
+    REQUIRE(a.sm->apply(++index, rename).status == apply_status::applied);
+  }
+  CHECK(a.sm->moves().size() == move_records_max);
+  CHECK(a.sm->moves().count("f0") == 0);  // the oldest went first
+  CHECK(a.sm->moves().count("f" + std::to_string(files - 1)) == 1);
+  // f0's forwarding address is gone: a late edit of it is kept where it was made.
+  auto r = a.sm->apply(++index, make_write(3, files + 1, "f0", "v2", 1));
+  CHECK(r.status == apply_status::applied);
+  CHECK(a.io->content("f0") == "v2");
+  CHECK(a.io->content("moved/f0") == "v1");
+  // f10's is still there (f0 to f9 were dropped): the edit follows.
+  r = a.sm->apply(++index, make_write(3, files + 2, "f10", "v2", 21));
+  CHECK(r.status == apply_status::applied);
+  CHECK(r.path == "moved/f10");
+}
+
+TEST_CASE("two concurrent renames of one file keep it, under the later committed name",
+          "[folder][conflict][policy][rename]") {
+  for (bool a_first : {true, false}) {
+    INFO((a_first ? "node 1's" : "node 2's") << " rename committed first");
+    cluster k;
+    k.commit({make_write(3, 1, "f.txt", "payload")});
+    auto a = rename_on_disk(k.at(1), "f.txt", "a.txt");
+    auto b = rename_on_disk(k.at(2), "f.txt", "b.txt");
+    commit_in_order(k, a, b, a_first);
+    CHECK(k.files() ==
+          std::map<std::string, std::string>{{a_first ? "b.txt" : "a.txt", "payload"}});
   }
 }
