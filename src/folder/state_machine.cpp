@@ -1136,7 +1136,7 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
   if (r.own && dst == nullptr) {
     auto st_src = tree_.lstat(c.path);
     auto st_dst = tree_.lstat(to);
-    if (st_src && st_dst)
+    if (st_src && st_dst && st_src->kind == src->kind && st_dst->kind == src->kind)
       if (auto ec = merge_own_rename(c, moved, r))
         return failed(std::move(r), ec, "merging the renamed entry");
   }
@@ -1261,6 +1261,13 @@ std::error_code state_machine::merge_own_rename(const command& c,
     if (!same_local_identity(*e, *st_src)) continue;
     auto st_dest = tree_.lstat(dest);
     if (!st_dest && !is_missing(st_dest.error())) return st_dest.error();
+    // A directory (or anything under a non-directory) where the user's tree has the entry: leave
+    // both; the rename below and the scanner sort them out without losing either.
+    if (st_dest && st_dest->kind == file_kind::directory) continue;
+    if (!parent_path(dest).empty()) {
+      auto parent = tree_.lstat(parent_path(dest));
+      if (!parent || parent->kind != file_kind::directory) continue;
+    }
     if (st_dest && !is_replaced_version(from, *st_dest)) {
       // Edited after the rename: a local edit, preserved before the applied version replaces it.
       bool already = false;
@@ -1279,7 +1286,7 @@ std::error_code state_machine::merge_own_rename(const command& c,
     if (!ec) {
       if (auto e2 = sync_directory(parent_path(*it))) return e2;
     } else if (!is_missing(ec) && ec != std::errc::directory_not_empty &&
-               ec != std::errc::not_a_directory) {
+               ec != std::errc::not_a_directory && ec != std::errc::file_exists) {
       return ec;
     }
   }
