@@ -282,6 +282,7 @@ result<change_plan> change_reader::read_rename(std::string_view from, std::strin
       c.target = std::string(to);
       const manifest_entry* dst = sm_.committed().find(to);
       c.target_base_version = dst != nullptr ? dst->version : 0;
+      c.seen_index = sm_.applied_index();
       plan.commands.push_back(std::move(c));
       return plan;
     }

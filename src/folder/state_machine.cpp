@@ -1196,11 +1196,12 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
     std::string dest = to + from.substr(c.path.size());
     if (missing_.erase(from) != 0) missing_.insert(dest);
     records.emplace_back(from, move_record{e.version, e.origin, e.sequence, dest, index});
-    const bool seen =
-        e.version <= c.base_version || (e.origin == c.origin && e.sequence < c.sequence);
+    const bool seen = e.version <= std::max(c.base_version, c.seen_index) ||
+                      (e.origin == c.origin && e.sequence < c.sequence);
     e.version = index;
-    // The rename's origin takes over only entries its proposer had seen: the version it named (or
-    // any older one: it had applied that far) or its own earlier change. An entry changed
+    // The rename's origin takes over only entries its proposer had seen: any version up to the
+    // index it had applied (seen_index; for a format-1 command only what base_version proves) or
+    // its own earlier change. An entry changed
     // concurrently by another node keeps its author, so that a later command of the renaming
     // origin proposed before it saw that change (an edit of the new name, say) is a conflict
     // with it, not a silent overwrite — the same-origin rule below must not let it win.

@@ -254,6 +254,27 @@ TEST_CASE("a write concurrent with a rename of its directory follows the directo
   }
 }
 
+TEST_CASE("the renaming node's quick edit of a file in the renamed directory replaces it",
+          "[folder][rename]") {
+  // `mv d e && edit e/x` on one node, both proposed before the rename committed: the edit names no
+  // version of e/x (it did not exist yet there), but its node had seen x's content — written by
+  // another node after d was created — when it renamed d. No conflict copy.
+  cluster k;
+  command mkdir = make(command_kind::mkdir, 3, 1, "d");
+  mkdir.mode = 0755;
+  k.commit({mkdir});
+  k.commit({make_write(3, 2, "d/x.txt", "x0")});
+  auto rename = rename_on_disk(k.at(2), "d", "e");
+  CHECK(rename[0].seen_index == 2);
+  auto edit = write_on_disk(k.at(2), "e/x.txt", "x1");
+  CHECK(edit[0].base_version == 0);
+  k.log.append(rename);
+  k.log.append(edit);
+  k.settle();
+  k.check_identical();
+  CHECK(k.files() == std::map<std::string, std::string>{{"e/x.txt", "x1"}});
+}
+
 TEST_CASE("renames of two files to the same new name keep both",
           "[folder][conflict][policy][rename]") {
   for (bool a_first : {true, false}) {
