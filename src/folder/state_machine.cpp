@@ -142,6 +142,8 @@ void state_machine::encode_state(std::string& out, bool with_local) const {
     w.u64(m.from_sequence);
     w.str(m.to);
     w.u64(m.index);
+    w.u64(m.rename_origin);
+    w.u64(m.rename_sequence);
   }
 }
 
@@ -187,7 +189,7 @@ result<replicated_state> decode_replicated_state(std::string_view bytes, std::ui
   }
   if (!r.done()) {
     std::uint64_t moves = r.u64();
-    if (!r.ok() || moves > r.remaining() / 40 || moves > move_records_max) return errc::malformed;
+    if (!r.ok() || moves > r.remaining() / 56 || moves > move_records_max) return errc::malformed;
     for (std::uint64_t i = 0; i < moves; ++i) {
       std::string from = r.str(4096);
       move_record m;
@@ -196,6 +198,8 @@ result<replicated_state> decode_replicated_state(std::string_view bytes, std::ui
       m.from_sequence = r.u64();
       m.to = r.str(4096);
       m.index = r.u64();
+      m.rename_origin = r.u64();
+      m.rename_sequence = r.u64();
       if (!r.ok()) return errc::malformed;
       out.moves[std::move(from)] = std::move(m);
     }
@@ -562,8 +566,14 @@ std::optional<state_machine::followed_path> state_machine::follow_moves(const co
   const manifest_entry* cur = manifest_.find(c.path);
   if (cur != nullptr && (cur->version == c.base_version || cur->origin == c.origin))
     return std::nullopt;
+  // A move made by an earlier rename of the command's own origin: that node proposed the command
+  // knowing the entry had left the path (its scan re-reading the old name, say), so the command
+  // is about the path, not about the moved entry (the same-origin rule).
+  auto renamed_by_self = [&c](const move_record& m) {
+    return m.rename_origin == c.origin && m.rename_sequence < c.sequence;
+  };
   auto it = moves_.find(c.path);
-  if (it == moves_.end()) return std::nullopt;
+  if (it == moves_.end() || renamed_by_self(it->second)) return std::nullopt;
   const move_record& first = it->second;
   followed_path out;
   if (first.from_version != c.base_version) {
@@ -583,7 +593,9 @@ std::optional<state_machine::followed_path> state_machine::follow_moves(const co
     const manifest_entry* e = manifest_.find(out.path);
     if (e != nullptr && e->version == out.base_version) break;
     auto next = moves_.find(out.path);
-    if (next == moves_.end() || next->second.from_version != out.base_version) break;
+    if (next == moves_.end() || next->second.from_version != out.base_version ||
+        renamed_by_self(next->second))
+      break;
     out.path = next->second.to;
     out.base_version = next->second.index;
   }
@@ -1195,7 +1207,8 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
     manifest_entry e = *manifest_.find(from);
     std::string dest = to + from.substr(c.path.size());
     if (missing_.erase(from) != 0) missing_.insert(dest);
-    records.emplace_back(from, move_record{e.version, e.origin, e.sequence, dest, index});
+    records.emplace_back(
+        from, move_record{e.version, e.origin, e.sequence, dest, index, c.origin, c.sequence});
     const bool seen = e.version <= std::max(c.base_version, c.seen_index) ||
                       (e.origin == c.origin && e.sequence < c.sequence);
     e.version = index;

@@ -479,3 +479,30 @@ TEST_CASE("two concurrent renames of one file keep it, under the later committed
           std::map<std::string, std::string>{{a_first ? "b.txt" : "a.txt", "payload"}});
   }
 }
+
+// Chaos seed 3, second run: the node's flush scanned the folder while its own rename was still in
+// flight, proposing "remove old name" and "write new name" beside the rename. With the rename
+// committed first, that remove must not follow the move record to the renamed file: its node
+// proposed it after the rename, knowing the file had left the old name.
+TEST_CASE("the renaming node's re-read of the old name never removes the renamed file",
+          "[folder][rename]") {
+  for (bool write_before_remove : {true, false}) {
+    INFO((write_before_remove ? "write, then remove" : "remove, then write")
+         << " after the rename");
+    cluster k;
+    k.commit({make_write(1, 1, "d2/f9.md", "acknowledged")});
+    auto rename = rename_on_disk(k.at(2), "d2/f9.md", "d3/f12.txt");
+    // As in the run: the new directory's scan read the new name, then the flush the old one.
+    auto creation = k.at(2).changes("d3/f12.txt");
+    REQUIRE(creation.size() == 1);
+    auto removal = k.at(2).changes("d2/f9.md");
+    REQUIRE(removal.size() == 1);
+    CHECK(removal[0].kind == command_kind::remove);
+    k.log.append(rename);
+    k.log.append(write_before_remove ? creation : removal);
+    k.log.append(write_before_remove ? removal : creation);
+    k.settle();
+    k.check_identical();
+    CHECK(k.files() == std::map<std::string, std::string>{{"d3/f12.txt", "acknowledged"}});
+  }
+}

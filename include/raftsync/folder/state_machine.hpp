@@ -141,6 +141,10 @@ struct move_record {
   std::uint64_t from_sequence = 0;
   std::string to;           // its path after the move
   std::uint64_t index = 0;  // the rename's log index (the entry's version at `to`)
+  // The rename's origin and sequence: a later command of that origin naming the old path was
+  // proposed knowing the entry had moved away, so it does not follow it.
+  node_id rename_origin = 0;
+  std::uint64_t rename_sequence = 0;
   friend bool operator==(const move_record&, const move_record&) = default;
 };
 inline constexpr std::size_t move_records_max = 4096;
