@@ -52,8 +52,14 @@ result<std::optional<command>> chunked_upload::next() {
     c.chunk_index = index;
     if (auto ec = sm_->tree().read(commit_.path, index * chunk_bytes, chunk_bytes, c.content))
       return ec;
-    c.sha256 = sha256(c.content);
-    if (c.sha256 != commit_.chunk_hashes[index]) return errc::conflict;  // changed meanwhile
+    auto now = sm_->tree().lstat(commit_.path);
+    if (!now) return now.error();
+    const std::uint64_t expected =
+        std::min<std::uint64_t>(chunk_bytes, commit_.size_bytes - index * chunk_bytes);
+    if (!same_identity(identity_, *now) || identity_.ctime_ns != now->ctime_ns ||
+        c.content.size() != expected)
+      return errc::conflict;  // changed meanwhile
+    c.sha256 = commit_.chunk_hashes[index];
     c.sequence = sm_->next_sequence();
     ++position_;
     return std::optional<command>(std::move(c));
@@ -258,7 +264,7 @@ result<change_plan> change_reader::read_change(std::string_view path) {
   commit.size_bytes = hashes.size_bytes;
   commit.sha256 = hashes.sha256;
   commit.chunk_hashes = std::move(hashes.chunk_hashes);
-  plan.upload.emplace(chunked_upload(sm_, std::move(commit), std::move(changed)));
+  plan.upload.emplace(chunked_upload(sm_, std::move(commit), std::move(changed), before));
   return plan;
 }
 
