@@ -117,6 +117,19 @@ result<change_plan> change_reader::read_change(std::string_view path) {
     if (!is_missing(st.error()) && st.error() != make_error_code(errc::invalid_path))
       return st.error();
     if (cur != nullptr && !content_missing) append_removal(path, *cur, plan);
+    if (cur == nullptr) {
+      // A rename this node applied after the entry was already gone from its disk (deleted or
+      // renamed locally, the event read only now): the committed entry is at the rename's
+      // destination, which is absent here too — read that path, so the local delete reaches it.
+      auto moved = sm_.moves().find(path);
+      if (moved != sm_.moves().end()) {
+        const manifest_entry* dest = sm_.committed().find(moved->second.to);
+        auto there = io.lstat(moved->second.to);
+        if (dest != nullptr && dest->version == moved->second.index && !there &&
+            is_missing(there.error()))
+          return read_change(moved->second.to);
+      }
+    }
     return plan;
   }
   if (st->kind == file_kind::other) return plan;  // fifos, sockets, devices: not replicated
@@ -275,6 +288,7 @@ result<change_plan> change_reader::read_rename(std::string_view from, std::strin
       c.target = std::string(to);
       const manifest_entry* dst = sm_.committed().find(to);
       c.target_base_version = dst != nullptr ? dst->version : 0;
+      c.seen_index = sm_.applied_index();
       plan.commands.push_back(std::move(c));
       return plan;
     }
