@@ -641,6 +641,14 @@ void replicated_folder::impl::drain_apply_queue() {
       }
       apply_error_.clear();
       handle_apply_result(r);
+      if (r.kind == folder::command_kind::rename && r.changed_tree()) {
+        // The source may have been deleted here before this node applied the rename (a local
+        // delete the watcher reported while the manifest still had the old name, so nothing was
+        // proposed): the destination is then committed but absent. Look at it again; an echo
+        // proposes nothing, an absent file proposes its delete.
+        dirty_paths_.insert(r.path);
+        schedule_detection();
+      }
       applied_any = true;
       ++applied_since_snapshot_;
       apply_queue_.pop_front();
