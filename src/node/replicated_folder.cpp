@@ -279,6 +279,8 @@ class replicated_folder::impl {
 
   // A drain_apply_queue() is posted on the strand (apply_entries).
   bool apply_scheduled_ = false;
+  static constexpr std::size_t apply_batch_entries_max = 1024;
+  static constexpr std::size_t apply_batch_bytes_max = 64u << 20;
   // Engaged while detect_and_propose runs: its proposals, stepped as one propose message.
   std::optional<std::vector<raft::entry>> proposal_batch_;
   std::size_t proposal_batch_bytes_ = 0;
@@ -590,6 +592,14 @@ void replicated_folder::impl::apply_entries(const std::vector<raft::entry>& entr
   // many small appends is applied in a few large batches (drain_apply_queue) instead of one
   // batch of one entry per append. The core's applied index may run ahead of the folder's; the
   // folder's own applied and persisted indexes are what snapshots and compaction use.
+  // Bounded: past one full batch of entries or bytes, apply now.
+  std::size_t queued_bytes = 0;
+  for (const raft::entry& e : apply_queue_)
+    queued_bytes += e.data.size();
+  if (apply_queue_.size() >= apply_batch_entries_max || queued_bytes >= apply_batch_bytes_max) {
+    drain_apply_queue();
+    return;
+  }
   if (entries.empty() || apply_scheduled_) return;
   apply_scheduled_ = true;
   asio::post(*strand_, [this] {
@@ -601,10 +611,10 @@ void replicated_folder::impl::apply_entries(const std::vector<raft::entry>& entr
 }
 
 void replicated_folder::impl::drain_apply_queue() {
-  // Folder commands are applied in runs (up to apply_batch_entries_max consecutive ones): the
-  // state machine makes a run's file contents durable together and fsyncs each directory once,
-  // instead of two fsyncs per file. A membership change or the leader's no-op ends a run.
-  constexpr std::size_t apply_batch_entries_max = 1024;
+  // Folder commands are applied in runs (up to apply_batch_entries_max consecutive ones or
+  // apply_batch_bytes_max, which also bounds the temporary files of a batch): the state machine
+  // makes a run's file contents durable together and fsyncs each directory once, instead of two
+  // fsyncs per file. A membership change or the leader's no-op ends a run.
   bool applied_any = false;
   std::vector<folder::batch_entry> batch;
   while (!apply_queue_.empty()) {
@@ -622,11 +632,14 @@ void replicated_folder::impl::drain_apply_queue() {
       continue;
     }
     batch.clear();
+    std::size_t batch_bytes = 0;
     for (auto it = apply_queue_.begin();
          it != apply_queue_.end() && batch.size() < apply_batch_entries_max &&
-         it->type != raft::entry_type::conf_change && !it->data.empty();
+         batch_bytes < apply_batch_bytes_max && it->type != raft::entry_type::conf_change &&
+         !it->data.empty();
          ++it) {
       batch.push_back(folder::batch_entry{it->index, it->data});
+      batch_bytes += it->data.size();
     }
     const std::vector<folder::apply_result> results = machine_->apply_batch(batch);
     bool stopped = false;
