@@ -587,16 +587,20 @@ void replicated_folder::impl::apply_entries(const std::vector<raft::entry>& entr
     drain_apply_queue();
     return;
   }
-  // Folder commands are applied after the handlers already queued on the strand ran: appends
+  // During a burst (the log holds entries beyond the commit index: more commits are coming) the
+  // folder commands are applied after the handlers already queued on the strand ran: appends
   // that arrived meanwhile are stepped and persisted first, so a burst that reaches a follower as
   // many small appends is applied in a few large batches (drain_apply_queue) instead of one
-  // batch of one entry per append. The core's applied index may run ahead of the folder's; the
-  // folder's own applied and persisted indexes are what snapshots and compaction use.
-  // Bounded: past one full batch of entries or bytes, apply now.
+  // batch of one entry per append. The core's applied index may then run ahead of the folder's;
+  // the folder's own applied and persisted indexes are what snapshots and compaction use.
+  // A lone change (nothing beyond the commit index) is applied at once, and the queue is bounded:
+  // past one full batch of entries or bytes, apply now.
+  const raft::status st = node_->status();
   std::size_t queued_bytes = 0;
   for (const raft::entry& e : apply_queue_)
     queued_bytes += e.data.size();
-  if (apply_queue_.size() >= apply_batch_entries_max || queued_bytes >= apply_batch_bytes_max) {
+  if (st.last_index <= st.committed || apply_queue_.size() >= apply_batch_entries_max ||
+      queued_bytes >= apply_batch_bytes_max) {
     drain_apply_queue();
     return;
   }
