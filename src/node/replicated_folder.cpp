@@ -279,6 +279,9 @@ class replicated_folder::impl {
 
   // A drain_apply_queue() is posted on the strand (apply_entries).
   bool apply_scheduled_ = false;
+  // drain_apply_queue() is running: an applied-change callback that calls the API (which may
+  // apply more) must not start a nested drain; the running one picks the new entries up.
+  bool draining_ = false;
   static constexpr std::size_t apply_batch_entries_max = 1024;
   static constexpr std::size_t apply_batch_bytes_max = 64u << 20;
   // Engaged while detect_and_propose runs: its proposals, stepped as one propose message.
@@ -619,6 +622,8 @@ void replicated_folder::impl::drain_apply_queue() {
   // apply_batch_bytes_max, which also bounds the temporary files of a batch): the state machine
   // makes a run's file contents durable together and fsyncs each directory once, instead of two
   // fsyncs per file. A membership change or the leader's no-op ends a run.
+  if (draining_) return;
+  draining_ = true;
   bool applied_any = false;
   std::vector<folder::batch_entry> batch;
   while (!apply_queue_.empty()) {
@@ -672,6 +677,7 @@ void replicated_folder::impl::drain_apply_queue() {
     }
     if (stopped) break;
   }
+  draining_ = false;
   if (applied_any) maybe_snapshot();
 }
 
