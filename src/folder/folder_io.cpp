@@ -4,6 +4,17 @@
 
 namespace raftsync::folder {
 
+result<std::string> folder_io::create_temp_file(std::string_view, std::string_view, std::uint32_t,
+                                                std::int64_t) {
+  return std::make_error_code(std::errc::operation_not_supported);
+}
+
+std::error_code folder_io::sync_files(const std::vector<std::string>& paths) {
+  for (const std::string& path : paths)
+    if (auto ec = sync_file(path)) return ec;
+  return {};
+}
+
 result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes) {
   file_hashes out;
   sha256_hasher whole;

@@ -56,6 +56,20 @@ class folder_io {
   virtual std::error_code write_file_atomic(std::string_view path, std::string_view content,
                                             std::uint32_t mode, std::int64_t mtime_ns,
                                             bool sync_directory = true) = 0;
+  // Phase one of a batched atomic replace (state_machine::apply_batch): creates a new file with a
+  // unique temporary name ".raftsync-tmp-*" in directory `dir` ("" = the root), writes `content`,
+  // sets mode and mtime, and returns its path. Nothing is synced: the caller makes it durable
+  // with sync_files() BEFORE renaming it over its final name (a rename that reaches the disk
+  // before the content could leave an empty or partial file after a crash), then fsyncs the
+  // directories of the renames. Default: std::errc::operation_not_supported (apply_batch then
+  // writes every file with write_file_atomic).
+  virtual result<std::string> create_temp_file(std::string_view dir, std::string_view content,
+                                               std::uint32_t mode, std::int64_t mtime_ns);
+  // Makes the content and metadata of every file in `paths` durable, as sync_file() of each
+  // would; returns the first error. Implementations may overlap the flushes (real_folder_io runs
+  // them on several threads, so a journaling filesystem commits them together). Default: one
+  // sync_file() after the other.
+  virtual std::error_code sync_files(const std::vector<std::string>& paths);
   // Writes `data` at `offset` into `path`, creating it (mode 0600) if missing, never truncating.
   // For staging objects; not atomic.
   virtual std::error_code write_at(std::string_view path, std::uint64_t offset,

@@ -23,6 +23,8 @@ class memory_folder_io final : public folder_io {
   std::error_code write_file_atomic(std::string_view path, std::string_view content,
                                     std::uint32_t mode, std::int64_t mtime_ns,
                                     bool sync_directory = true) override;
+  result<std::string> create_temp_file(std::string_view dir, std::string_view content,
+                                       std::uint32_t mode, std::int64_t mtime_ns) override;
   std::error_code write_at(std::string_view path, std::uint64_t offset,
                            std::string_view data) override;
   std::error_code truncate(std::string_view path, std::uint64_t size_bytes) override;
