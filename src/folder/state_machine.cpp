@@ -821,6 +821,14 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
       *already = true;  // a replay after a crash, or this node's own write
       return {};
     }
+    // This node's own command was read from this very file, so a different content now is a
+    // newer local edit — even when it happens to equal the committed content (a file truncated
+    // by an editor that is rewriting it, a revert): replacing it would send the user's ongoing
+    // write to an unlinked inode. Keep it; the watcher proposes it.
+    if (own) {
+      *keep_local = true;
+      return {};
+    }
     if (cur != nullptr && cur->kind == file_kind::regular && h->sha256 == cur->sha256) return {};
   } else {
     auto matches = working_matches(path, cur, nullptr);
