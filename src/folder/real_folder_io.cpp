@@ -249,6 +249,38 @@ std::error_code real_folder_io::write_file_atomic(std::string_view path, std::st
   return {};
 }
 
+std::error_code real_folder_io::write_file_atomic_if(std::string_view path,
+                                                     std::string_view content, std::uint32_t mode,
+                                                     std::int64_t mtime_ns, bool sync_directory,
+                                                     const file_stat& expected) {
+  auto parent = open_parent(root_fd_, path);
+  if (!parent) return parent.error();
+  if (parent->leaf.empty()) return std::make_error_code(std::errc::is_a_directory);
+  std::string temp = next_temp_name();
+  if (auto ec = write_new_file(parent->fd, temp, content, mode, mtime_ns, true)) return ec;
+  // The temporary is durable; is the target still what the caller examined?
+  struct stat st {};
+  file_stat now;
+  if (::fstatat(parent->fd, parent->leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    now = to_stat(st);
+  } else if (errno != ENOENT) {
+    auto ec = last_error();
+    ::unlinkat(parent->fd, temp.c_str(), 0);
+    return ec;
+  }
+  if (!same_working_identity(now, expected)) {
+    ::unlinkat(parent->fd, temp.c_str(), 0);
+    return make_error_code(errc::conflict);
+  }
+  if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0) {
+    auto ec = last_error();
+    ::unlinkat(parent->fd, temp.c_str(), 0);
+    return ec;
+  }
+  if (sync_directory && ::fsync(parent->fd) != 0) return last_error();
+  return {};
+}
+
 result<std::string> real_folder_io::create_temp_file(std::string_view dir, std::string_view content,
                                                      std::uint32_t mode, std::int64_t mtime_ns) {
   auto dir_fd = open_dir(root_fd_, dir);

@@ -553,9 +553,14 @@ void state_machine::prepare_batch(const std::vector<batch_entry>& entries,
 
 std::error_code state_machine::write_content(std::uint64_t index, const std::string& target,
                                              std::string_view content, std::uint32_t mode,
-                                             std::int64_t mtime_ns) {
+                                             std::int64_t mtime_ns, const file_stat& expected) {
   const bool defer = config_.defer_directory_sync || in_batch_;
   if (auto it = prepared_.find(index); it != prepared_.end()) {
+    // The content is durable already; replace only what the caller examined (a local write that
+    // landed meanwhile must not go to an unlinked inode).
+    auto now = stat_or_absent(tree_, target);
+    if (!now) return now.error();
+    if (!same_working_identity(*now, expected)) return make_error_code(errc::conflict);
     std::string temp = std::move(it->second);
     prepared_.erase(it);
     if (!tree_.rename(temp, target)) {
@@ -566,7 +571,8 @@ std::error_code state_machine::write_content(std::uint64_t index, const std::str
     // For example EXDEV (the target directory is on another filesystem): write it in place.
     (void)tree_.unlink(temp);
   }
-  if (auto ec = tree_.write_file_atomic(target, content, mode, mtime_ns, !defer)) return ec;
+  if (auto ec = tree_.write_file_atomic_if(target, content, mode, mtime_ns, !defer, expected))
+    return ec;
   if (defer) dirs_to_sync_.emplace(parent_path(target));
   return {};
 }
@@ -950,15 +956,24 @@ apply_result state_machine::do_write(std::uint64_t index, const command& c, appl
   e.chunk_hashes = chunk_hashes_of(c.content, config_.chunk_bytes);
   bool already = false;
   bool keep_local = false;
-  if (auto ec = clear_way(target, &h, r.own, r, &already, &keep_local))
-    return failed(std::move(r), ec, "checking the working file");
+  for (int attempt = 0;; ++attempt) {
+    if (auto ec = clear_way(target, &h, r.own, r, &already, &keep_local))
+      return failed(std::move(r), ec, "checking the working file");
+    if (keep_local || already) break;
+    auto seen = stat_or_absent(tree_, target);
+    if (!seen) return failed(std::move(r), seen.error(), "lstat");
+    auto ec = write_content(index, target, c.content, e.mode, e.mtime_ns, *seen);
+    if (!ec) break;
+    // A local write landed between the examination and the replace (chaos bug 7): examine the
+    // working file again — it is now a local edit, kept as a conflict copy (or, for this node's
+    // own command, left in place) — then write.
+    if (ec != make_error_code(errc::conflict) || attempt == 3)
+      return failed(std::move(r), ec, "writing \"" + target + "\"");
+  }
   if (keep_local) {
     e.local_inode = 0;  // the working file is a newer local edit: never matches cheaply
   } else {
-    if (!already) {
-      if (auto ec = write_content(index, target, c.content, e.mode, e.mtime_ns))
-        return failed(std::move(r), ec, "writing \"" + target + "\"");
-    } else {
+    if (already) {
       auto st = tree_.lstat(target);
       if (!st) return failed(std::move(r), st.error(), "lstat");
       if (st->mode != e.mode)

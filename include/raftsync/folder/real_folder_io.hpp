@@ -25,6 +25,9 @@ class real_folder_io final : public folder_io {
   result<file_stat> lstat(std::string_view path) override;
   std::error_code read(std::string_view path, std::uint64_t offset, std::size_t max_bytes,
                        std::string& out) override;
+  std::error_code write_file_atomic_if(std::string_view path, std::string_view content,
+                                       std::uint32_t mode, std::int64_t mtime_ns,
+                                       bool sync_directory, const file_stat& expected) override;
   std::error_code write_file_atomic(std::string_view path, std::string_view content,
                                     std::uint32_t mode, std::int64_t mtime_ns,
                                     bool sync_directory = true) override;

@@ -368,9 +368,10 @@ class state_machine {
   std::error_code sync_pending_directories();
   // Writes a write command's content to `target` atomically: renames the file apply_batch
   // prepared for `index` into place, else write_file_atomic.
+  // Replaces `target` only if it still is `expected` (errc::conflict otherwise, nothing written).
   std::error_code write_content(std::uint64_t index, const std::string& target,
-                                std::string_view content, std::uint32_t mode,
-                                std::int64_t mtime_ns);
+                                std::string_view content, std::uint32_t mode, std::int64_t mtime_ns,
+                                const file_stat& expected);
   // apply_batch phase one: writes the contents of the batch's writes to temporary files and syncs
   // them together (fills prepared_). Any failure leaves those writes to write_file_atomic.
   void prepare_batch(const std::vector<batch_entry>& entries,
