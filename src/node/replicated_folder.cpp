@@ -655,6 +655,10 @@ void replicated_folder::impl::process_ready() {
       const raft::node_id to = m.to;
       transport_->send(transport::envelope{config_.id, to, std::move(m)});
     }
+    // A snapshot from the leader carries the membership as of its index: a node that joined
+    // (or was far behind) learns its peers from it, not from conf-change entries (chaos bug 6:
+    // without it a joined node knew no peers to fetch content from).
+    if (!rd.snapshot.empty()) conf_ = rd.snapshot.conf;
     if (rd.hard) term_ = rd.hard->term;
     if (rd.soft) {
       const bool leader_changed = rd.soft->leader != soft_.leader;
