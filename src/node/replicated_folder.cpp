@@ -2029,6 +2029,10 @@ void replicated_folder::impl::ask_for_content() {
     for (raft::node_id id : members)
       if (std::find(peers.begin(), peers.end(), id) == peers.end()) peers.push_back(id);
     std::erase_if(peers, [&](raft::node_id id) { return f.unavailable.count(id) != 0; });
+    if (members.empty()) {  // no member known yet (a snapshot or conf change will tell): wait
+      ++it;
+      continue;
+    }
     if (peers.empty()) {
       log(1, fmt::format("chunk {} of {} is on no member any more; the path stays missing here "
                          "until it changes again",
