@@ -1149,7 +1149,7 @@ class Cluster:
             else:
                 log("forge: no --peer-binary (tests/chaos/chaos_peer), forged peers SKIPPED")
         self.check_alive()
-        acked, lost, via_conflict = (0, [], 0)
+        acked, lost, via_conflict = (sum(1 for o in self.ops if o["acked"]), [], 0)
         if tree is not None:
             acked, lost, via_conflict = self.check(tree)
             if lost:
