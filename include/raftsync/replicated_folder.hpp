@@ -119,7 +119,8 @@ class replicated_folder {
   std::uint16_t listen_port() const;  // the bound port (useful with listen_port = 0)
 
   // Returns once every change made in the folder before the call is committed (all_applied:
-  // and applied on every live member), or errc::timed_out.
+  // and applied on every live member — exact when called on the leader, which hears every
+  // member's applied index; on a follower it covers this node's own apply), or errc::timed_out.
   std::error_code flush(std::chrono::milliseconds timeout, bool all_applied = false);
 
   // Programmatic changes: the same path as watched changes (written to disk, then proposed).

@@ -26,6 +26,8 @@ const char* to_string(command_kind kind) noexcept {
       return "set_mtime";
     case command_kind::symlink:
       return "symlink";
+    case command_kind::chunk_ref:
+      return "chunk_ref";
   }
   return "unknown";
 }
@@ -53,6 +55,12 @@ std::string encode_command(const command& value) {
       w.u64(value.chunk_index);
       w.raw(value.sha256.data(), value.sha256.size());
       w.blob(value.content);
+      break;
+    case command_kind::chunk_ref:
+      w.u64(value.upload_id);
+      w.u64(value.chunk_index);
+      w.raw(value.sha256.data(), value.sha256.size());
+      w.u64(value.size_bytes);
       break;
     case command_kind::commit:
       w.u64(value.upload_id);
@@ -92,7 +100,7 @@ result<command> decode_command(std::string_view bytes, const command_limits& lim
   if (version != command_format_version) return errc::unsupported_version;
   command c;
   std::uint8_t kind = r.u8();
-  if (kind < 1 || kind > 10) return errc::malformed;
+  if (kind < 1 || kind > 11) return errc::malformed;
   c.kind = static_cast<command_kind>(kind);
   c.origin = r.u64();
   c.sequence = r.u64();
@@ -110,6 +118,13 @@ result<command> decode_command(std::string_view bytes, const command_limits& lim
       c.chunk_index = r.u64();
       r.raw(c.sha256);
       c.content = r.blob(limits.content_bytes_max);
+      break;
+    case command_kind::chunk_ref:
+      c.upload_id = r.u64();
+      c.chunk_index = r.u64();
+      r.raw(c.sha256);
+      c.size_bytes = r.u64();
+      if (c.size_bytes == 0 || c.size_bytes > limits.content_bytes_max) return errc::malformed;
       break;
     case command_kind::commit: {
       c.upload_id = r.u64();
@@ -159,6 +174,10 @@ std::string describe(const command& value) {
          " base=" + std::to_string(value.base_version);
   if (value.kind == command_kind::write || value.kind == command_kind::chunk)
     out += " (" + std::to_string(value.content.size()) + " bytes)";
+  if (value.kind == command_kind::chunk_ref)
+    out += " (chunk " + std::to_string(value.chunk_index) + ", " +
+           std::to_string(value.size_bytes) + " bytes beside the log, upload " +
+           std::to_string(value.upload_id) + ")";
   if (value.kind == command_kind::commit)
     out += " (" + std::to_string(value.size_bytes) + " bytes, upload " +
            std::to_string(value.upload_id) + ")";

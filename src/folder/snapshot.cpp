@@ -164,6 +164,12 @@ result<std::string> snapshot_writer::read(std::uint64_t offset, std::size_t max_
   return buffer.substr(skip, std::min<std::uint64_t>(max_bytes, length - skip));
 }
 
+std::uint64_t snapshot_writer::span_end(std::uint64_t offset) const {
+  if (offset < prefix_.size() || offset >= total_bytes_) return 0;
+  const auto& span = spans_[find_span(spans_, offset)];
+  return span.start + span.size_bytes;
+}
+
 // ------------------------------------------------------------------------------ snapshot_reader
 
 snapshot_reader::snapshot_reader(state_machine& sm) : sm_(sm) {}
@@ -293,9 +299,35 @@ std::error_code snapshot_reader::write(std::uint64_t offset, std::string_view da
   return {};
 }
 
+std::error_code snapshot_reader::skip(std::uint64_t offset, std::uint64_t end) {
+  if (!contents_started_ || offset != received_ || received_ >= total_bytes_)
+    return make_error_code(errc::malformed);
+  while (span_ < spans_.size() && spans_[span_].start + spans_[span_].size_bytes <= received_)
+    ++span_;
+  if (span_ >= spans_.size()) return make_error_code(errc::malformed);
+  const auto& span = spans_[span_];
+  if (end != span.start + span.size_bytes) return make_error_code(errc::malformed);
+  if (!span.upload) {
+    auto ec = sm_.tree().unlink(span.path);  // whatever part of it arrived
+    if (ec && !is_missing(ec)) return ec;
+    missing_.insert(span.path.substr(staging_tree.size() + 1));
+  }
+  chunk_hasher_.reset();
+  received_ = end;
+  return {};
+}
+
 std::error_code snapshot_reader::install() {
   if (!complete()) return make_error_code(errc::unavailable);
   if (!contents_started_) return make_error_code(errc::malformed);
+  // The state section as installed: with the paths skipped during the transfer as missing.
+  {
+    auto parts = decode_section(std::string_view(prefix_).substr(snapshot_header_bytes));
+    if (!parts) return parts.error();
+    std::string section = encode_section(parts->replicated, missing_);
+    prefix_.resize(snapshot_header_bytes);
+    prefix_ += section;
+  }
   folder_io& io = sm_.tree();
   // Directory modes last, deepest first (a read-only directory must not block its own filling).
   const auto& entries = state_.files.entries();

@@ -14,6 +14,9 @@ namespace {
 constexpr std::uint32_t state_magic = 0x53465352;  // "RSFS"
 constexpr std::uint8_t state_format_version = 1;
 constexpr std::string_view upload_prefix = ".raftsync-tmp-upload-";
+// An awaiting commit names at most this many of the chunks it lacks (the facade fetches them in
+// parallel and applies again; the next attempt names the rest).
+constexpr std::size_t max_wanted_chunks = 64;
 
 // Absent from the tree: no such entry, or an ancestor is not a directory (a local kind change).
 bool is_missing(const std::error_code& ec) {
@@ -59,6 +62,8 @@ const char* to_string(apply_status status) noexcept {
       return "rejected";
     case apply_status::failed:
       return "failed";
+    case apply_status::awaiting_content:
+      return "awaiting_content";
   }
   return "unknown";
 }
@@ -401,7 +406,7 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
   auto saved_missing = missing_;
   r = apply_command(index, value);
   undo_ = nullptr;
-  if (r.status == apply_status::failed) {
+  if (r.status == apply_status::failed || r.status == apply_status::awaiting_content) {
     for (auto it = undo.saved.rbegin(); it != undo.saved.rend(); ++it) {
       if (it->second)
         manifest_.put(it->first, *it->second);
@@ -444,6 +449,8 @@ apply_result state_machine::apply_command(std::uint64_t index, const command& c)
       return do_write(index, c, std::move(r));
     case command_kind::chunk:
       return do_chunk(index, c, std::move(r));
+    case command_kind::chunk_ref:
+      return do_chunk_ref(index, c, std::move(r));
     case command_kind::commit:
       return do_commit(index, c, std::move(r));
     case command_kind::remove:
@@ -706,21 +713,193 @@ apply_result state_machine::do_chunk(std::uint64_t, const command& c, apply_resu
     return rejected(std::move(r), errc::malformed, "chunk index too large");
   if (sha256(c.content) != c.sha256)
     return rejected(std::move(r), errc::corrupt, "chunk bytes do not match their hash");
-  auto it = uploads_.find(c.origin);
-  if (it != uploads_.end() && it->second.upload_id != c.upload_id) {
-    // One open upload per origin: a new one abandons the previous (its proposer gave up on it).
-    auto ec = tree_.unlink(staging_path(c.origin, it->second.upload_id));
-    if (ec && !is_missing(ec)) return failed(std::move(r), ec, "dropping an abandoned upload");
-    uploads_.erase(it);
-    it = uploads_.end();
-  }
+  if (auto ec = switch_upload(c.origin, c.upload_id))
+    return failed(std::move(r), ec, "dropping an abandoned upload");
   std::string staging = staging_path(c.origin, c.upload_id);
   if (auto ec = tree_.write_at(staging, c.chunk_index * config_.chunk_bytes, c.content))
     return failed(std::move(r), ec, "writing a staged chunk");
+  verified_staged_.erase({c.origin, c.upload_id, c.chunk_index});
   auto& up = uploads_[c.origin];
   up.upload_id = c.upload_id;
   up.chunks[c.chunk_index] = staged_chunk{c.sha256, c.content.size()};
   return r;
+}
+
+std::error_code state_machine::switch_upload(node_id origin, std::uint64_t upload_id) {
+  auto it = uploads_.find(origin);
+  if (it == uploads_.end() || it->second.upload_id == upload_id) return {};
+  // One open upload per origin: a new one abandons the previous (its proposer gave up on it).
+  auto ec = tree_.unlink(staging_path(origin, it->second.upload_id));
+  if (ec && !is_missing(ec)) return ec;
+  uploads_.erase(it);
+  return {};
+}
+
+bool state_machine::verified(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index,
+                             const digest& sha256) const {
+  auto it = verified_staged_.find({origin, upload_id, chunk_index});
+  return it != verified_staged_.end() && it->second == sha256;
+}
+
+// The bytes travelled beside the log (stage_chunk() on this node, pushed by the proposer): the
+// chunk is recorded as staged whether or not they arrived here — the replicated state must be the
+// same on every node, and a chunk of an upload that is later abandoned is never needed. The
+// commit is where the bytes are required (do_commit fetches what is still absent then).
+apply_result state_machine::do_chunk_ref(std::uint64_t, const command& c, apply_result r) {
+  if (c.size_bytes == 0 || c.size_bytes > config_.chunk_bytes)
+    return rejected(std::move(r), errc::malformed, "chunk size outside (0, chunk_bytes]");
+  if (c.chunk_index >= (std::uint64_t{1} << 24))
+    return rejected(std::move(r), errc::malformed, "chunk index too large");
+  if (auto ec = switch_upload(c.origin, c.upload_id))
+    return failed(std::move(r), ec, "dropping an abandoned upload");
+  if (!verified(c.origin, c.upload_id, c.chunk_index, c.sha256)) {
+    // Not written by this process: the staging file (a restart since the push), or the committed
+    // file itself (a replay after the upload completed) may hold them.
+    auto bytes = read_chunk(c.origin, c.upload_id, c.chunk_index, c.size_bytes, c.sha256, c.path);
+    if (bytes) {
+      if (auto ec = stage_chunk(c.origin, c.upload_id, c.chunk_index, c.sha256, *bytes))
+        return failed(std::move(r), ec, "writing a staged chunk");
+    } else if (bytes.error() != make_error_code(errc::not_found)) {
+      return failed(std::move(r), bytes.error(), "reading a staged chunk");
+    }
+  }
+  auto& up = uploads_[c.origin];
+  up.upload_id = c.upload_id;
+  up.chunks[c.chunk_index] = staged_chunk{c.sha256, c.size_bytes};
+  return r;
+}
+
+std::error_code state_machine::stage_chunk(node_id origin, std::uint64_t upload_id,
+                                           std::uint64_t chunk_index, const digest& sha256,
+                                           std::string_view bytes) {
+  if (bytes.empty() || bytes.size() > config_.chunk_bytes ||
+      chunk_index >= (std::uint64_t{1} << 24))
+    return make_error_code(errc::malformed);
+  // A chunk of an upload this node already recorded differently is never overwritten.
+  auto it = uploads_.find(origin);
+  if (it != uploads_.end() && it->second.upload_id == upload_id) {
+    auto chunk = it->second.chunks.find(chunk_index);
+    if (chunk != it->second.chunks.end() && chunk->second.sha256 != sha256)
+      return make_error_code(errc::conflict);
+  }
+  const std::string staging = staging_path(origin, upload_id);
+  if (auto ec = tree_.write_at(staging, chunk_index * config_.chunk_bytes, bytes)) return ec;
+  if (auto ec = tree_.sync_file(staging)) return ec;
+  verified_staged_[{origin, upload_id, chunk_index}] = sha256;
+  return {};
+}
+
+result<std::string> state_machine::read_chunk(node_id origin, std::uint64_t upload_id,
+                                              std::uint64_t chunk_index, std::uint64_t size_bytes,
+                                              const digest& sha256, std::string_view path) {
+  if (size_bytes == 0 || size_bytes > config_.chunk_bytes ||
+      chunk_index >= (std::uint64_t{1} << 24))
+    return errc::malformed;
+  std::string buffer;
+  const std::uint64_t offset = chunk_index * config_.chunk_bytes;
+  std::string staging = staging_path(origin, upload_id);
+  for (std::string_view file : {std::string_view(staging), path}) {
+    if (file.empty() || (file == path && validate_path(path, config_.rules))) continue;
+    if (auto ec = tree_.read(file, offset, size_bytes, buffer)) {
+      if (is_missing(ec) || ec == std::errc::is_a_directory || ec == std::errc::not_a_directory ||
+          ec == make_error_code(errc::invalid_path))
+        continue;
+      return ec;
+    }
+    if (buffer.size() == size_bytes && folder::sha256(buffer) == sha256) return buffer;
+  }
+  return errc::not_found;
+}
+
+std::vector<content_wanted> state_machine::wanted_for_missing(std::size_t max) {
+  std::vector<content_wanted> out;
+  std::string buffer;
+  for (const std::string& path : missing_) {
+    const manifest_entry* e = manifest_.find(path);
+    if (e == nullptr || e->kind != file_kind::regular) continue;
+    for (std::uint64_t i = 0; i < e->chunk_hashes.size() && out.size() < max; ++i) {
+      const std::uint64_t size =
+          std::min<std::uint64_t>(config_.chunk_bytes, e->size_bytes - i * config_.chunk_bytes);
+      if (verified(0, e->version, i, e->chunk_hashes[i])) continue;
+      if (unavailable_.count({0, e->version, i}) != 0) continue;
+      if (!tree_.read(staging_path(0, e->version), i * config_.chunk_bytes, size, buffer) &&
+          buffer.size() == size && sha256(buffer) == e->chunk_hashes[i]) {
+        verified_staged_[{0, e->version, i}] = e->chunk_hashes[i];
+        continue;
+      }
+      out.push_back({0, e->version, i, size, e->chunk_hashes[i], path});
+    }
+    if (out.size() >= max) break;
+  }
+  return out;
+}
+
+result<std::vector<written_entry>> state_machine::repair_missing() {
+  std::vector<written_entry> out;
+  std::vector<std::string> repaired;
+  for (const std::string& path : missing_) {
+    const manifest_entry* found = manifest_.find(path);
+    if (found == nullptr || found->kind != file_kind::regular) continue;
+    manifest_entry e = *found;
+    bool complete = true;
+    for (std::uint64_t i = 0; i < e.chunk_hashes.size() && complete; ++i)
+      complete = verified(0, e.version, i, e.chunk_hashes[i]);
+    if (!complete) continue;
+    auto occupied = tree_.lstat(path);
+    if (occupied) continue;  // a local file took the path meanwhile: the scanner's business
+    if (!is_missing(occupied.error())) return occupied.error();
+    if (auto ec = make_dirs(tree_, parent_path(path), 0755)) return ec;
+    if (e.size_bytes == 0) {
+      if (auto ec = tree_.write_file_atomic(path, {}, e.mode, e.mtime_ns)) return ec;
+    } else {
+      const std::string staging = staging_path(0, e.version);
+      if (auto ec = tree_.truncate(staging, e.size_bytes)) return ec;
+      if (auto ec = tree_.chmod(staging, e.mode)) return ec;
+      if (auto ec = tree_.set_mtime(staging, e.mtime_ns)) return ec;
+      if (auto ec = tree_.sync_file(staging)) return ec;
+      if (auto ec = tree_.rename(staging, path)) return ec;
+      if (auto ec = tree_.sync_dir(parent_path(path))) return ec;
+    }
+    auto st = tree_.lstat(path);
+    if (!st) return st.error();
+    remember_local_identity(e, *st);
+    out.push_back({path, *st, e.sha256});
+    manifest_.put(path, e);
+    repaired.push_back(path);
+    std::erase_if(verified_staged_, [&](const auto& item) {
+      return std::get<0>(item.first) == 0 && std::get<1>(item.first) == e.version;
+    });
+  }
+  for (const auto& path : repaired)
+    missing_.erase(path);
+  if (!repaired.empty()) dirty_ = true;
+  return out;
+}
+
+void state_machine::mark_unavailable(node_id origin, std::uint64_t upload_id,
+                                     std::uint64_t chunk_index) {
+  unavailable_.insert({origin, upload_id, chunk_index});
+}
+
+std::error_code state_machine::drop_stale_staging(node_id origin) {
+  const std::string prefix = std::string(upload_prefix) + std::to_string(origin) + "-";
+  auto root = tree_.list("");
+  if (!root) return root.error();
+  auto live = uploads_.find(origin);
+  for (const auto& e : *root) {
+    if (e.kind != file_kind::regular || e.name.compare(0, prefix.size(), prefix) != 0) continue;
+    if (live != uploads_.end() && e.name == staging_path(origin, live->second.upload_id)) continue;
+    if (auto ec = tree_.unlink(e.name); ec && !is_missing(ec)) return ec;
+  }
+  std::erase_if(unavailable_, [&](const auto& key) {
+    return std::get<0>(key) == origin &&
+           (live == uploads_.end() || std::get<1>(key) != live->second.upload_id);
+  });
+  std::erase_if(verified_staged_, [&](const auto& item) {
+    return std::get<0>(item.first) == origin &&
+           (live == uploads_.end() || std::get<1>(item.first) != live->second.upload_id);
+  });
+  return {};
 }
 
 apply_result state_machine::do_commit(std::uint64_t index, const command& c, apply_result r) {
@@ -796,6 +975,18 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
     if (h && h->sha256 == c.sha256) {
       if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
     } else {
+      // Not a replay: chunk_ref bytes that never reached this node. Fetch them first (the
+      // staging file appears with the first one), unless no peer has them any more.
+      for (const auto& [i, info] : up.chunks) {
+        if (unavailable_.count({c.origin, c.upload_id, i}) != 0) continue;
+        if (r.wanted.size() == max_wanted_chunks) break;
+        r.wanted.push_back({c.origin, c.upload_id, i, info.size_bytes, info.sha256, c.path});
+      }
+      if (!r.wanted.empty())
+        return make_status(std::move(r), apply_status::awaiting_content,
+                           make_error_code(errc::not_found),
+                           std::to_string(r.wanted.size()) + " chunk(s) of upload " +
+                               std::to_string(c.upload_id) + " are not on this node yet");
       missing_.insert(target);
       r.needs_snapshot = true;
       e.local_inode = 0;
@@ -850,14 +1041,29 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
     // replay recreates the staging file from the chunk commands after the persisted index only.
     // (One chunk in memory at a time.)
     for (const auto& [i, staged_chunk_info] : up.chunks) {
+      // Written and hash-checked by this very process (stage_chunk): no need to read it back.
+      if (verified(c.origin, c.upload_id, i, staged_chunk_info.sha256)) continue;
       if (auto ec = tree_.read(staging, i * chunk_bytes, staged_chunk_info.size_bytes, buffer))
         return failed(std::move(r), ec, "reading staged chunks");
-      if (buffer.size() != staged_chunk_info.size_bytes ||
-          sha256(buffer) != staged_chunk_info.sha256) {
-        intact = false;
+      if (buffer.size() == staged_chunk_info.size_bytes &&
+          sha256(buffer) == staged_chunk_info.sha256)
+        continue;
+      if (unavailable_.count({c.origin, c.upload_id, i}) != 0) {
+        intact = false;  // no peer had it either: the path becomes missing here
         break;
       }
+      // A chunk_ref whose bytes never reached this node (it was down or cut off during the
+      // push): nothing is recorded; the facade fetches them from a peer and applies again.
+      if (r.wanted.size() < max_wanted_chunks)
+        r.wanted.push_back({c.origin, c.upload_id, i, staged_chunk_info.size_bytes,
+                            staged_chunk_info.sha256, c.path});
     }
+    if (intact && !r.wanted.empty())
+      return make_status(std::move(r), apply_status::awaiting_content,
+                         make_error_code(errc::not_found),
+                         std::to_string(r.wanted.size()) + " chunk(s) of upload " +
+                             std::to_string(c.upload_id) + " are not on this node yet");
+    r.wanted.clear();
     for (const auto& [i, b] : from_base) {
       if (!intact) break;
       std::uint64_t length = std::min<std::uint64_t>(chunk_bytes, c.size_bytes - i * chunk_bytes);

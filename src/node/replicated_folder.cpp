@@ -12,6 +12,7 @@
 #include <boost/asio/strand.hpp>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <map>
@@ -19,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "raftsync/folder/command.hpp"
 #include "raftsync/folder/path_rules.hpp"
@@ -68,6 +70,14 @@ std::error_code replicated_folder_config::validate(std::string* why) const {
   if (snapshot_entries < 16) return fail("snapshot_entries must be at least 16");
   return {};
 }
+
+// Application channels of the transport (beside Raft's messages): folder snapshot streams, chunk
+// bytes of large files, applied-index reports.
+namespace {
+constexpr std::uint32_t snapshot_channel = 1;
+constexpr std::uint32_t content_channel = 2;
+constexpr std::uint32_t applied_channel = 3;
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 namespace node_detail {
@@ -209,10 +219,36 @@ class replicated_folder::impl {
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
   void check_snapshot_timeouts();
   static constexpr std::chrono::milliseconds snapshot_retry_delay{1000};
+  static constexpr std::chrono::milliseconds fetch_retry{500};
   void persist_state(bool force);
   void report_catch_up();
   static constexpr std::chrono::milliseconds state_persist_interval{200};
   void on_app_message(raft::node_id from, const transport::app_message& m);
+  // Content beside the log (large files): see the section "Content service" below.
+  struct pushed_chunk {
+    folder::command ref;  // the chunk_ref to propose once a quorum holds the bytes
+    std::string bytes;    // kept for re-sends until then
+    std::set<raft::node_id> acks;
+    clock_type::time_point sent_at;
+  };
+  struct chunk_fetch {
+    folder::content_wanted want;
+    std::set<raft::node_id> unavailable;  // peers that answered they do not have it
+    std::size_t attempts = 0;
+    bool asked = false;
+    clock_type::time_point asked_at;
+  };
+  using chunk_key = std::tuple<std::uint64_t, std::uint64_t, std::uint64_t>;
+  void push_chunk(folder::command chunk);
+  void send_push(raft::node_id to, const pushed_chunk& p);
+  void resend_pushes();
+  void on_content_message(raft::node_id from, const transport::app_message& m);
+  void start_fetch(const std::vector<folder::content_wanted>& wanted);
+  void ask_for_content();
+  void fetches_done();
+  void repair_missing_paths();
+  void report_applied();
+  std::vector<raft::node_id> member_peers() const;
   void log(int level, const std::string& text) const;
   bool wanted(std::string_view path) const;
   void check_flush_waiters();
@@ -272,6 +308,14 @@ class replicated_folder::impl {
   bool upload_commit_next_ = false;           // every chunk proposed; the commit is next
   std::optional<folder::command> held_commit_;
   std::deque<folder::chunked_upload> upload_queue_;
+  std::map<std::uint64_t, pushed_chunk> pushing_;  // chunk index → pushed, not yet referenced
+  std::map<chunk_key, chunk_fetch> fetches_;       // a commit waits for these bytes
+  raft::node_id fetch_source_ = raft::no_node;     // the peer that served the last fetch
+  clock_type::time_point last_repair_{};           // last look at missing paths
+  // flush(all_applied): every member reports its applied index to the leader (app channel 3).
+  std::map<raft::node_id, std::uint64_t> peer_applied_;
+  std::uint64_t reported_applied_ = 0;
+  clock_type::time_point last_applied_report_{};
   std::unique_ptr<folder::change_reader> reader_;
   std::optional<raft::ready> held_ready_;  // taken from the core, not yet persisted (halted)
   std::string why_;                        // reason of the last validation failure
@@ -479,7 +523,14 @@ void replicated_folder::impl::on_tick() {
   }
   node_->tick();
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
-  if (!apply_queue_.empty()) drain_apply_queue();  // an apply failed earlier: retry it
+  if (!pushing_.empty()) resend_pushes();
+  if (!fetches_.empty()) ask_for_content();  // re-asks what timed out
+  report_applied();
+  if (fetches_.empty() && apply_queue_.empty() && machine_->needs_snapshot() &&
+      clock_type::now() - last_repair_ >= std::chrono::seconds(1)) {
+    repair_missing_paths();
+  }
+  if (!apply_queue_.empty() && fetches_.empty()) drain_apply_queue();  // an apply failed: retry
   persist_state(false);
   report_catch_up();
   // Re-propose what was not applied in time (lost with a leader, dropped without one).
@@ -587,6 +638,11 @@ void replicated_folder::impl::drain_apply_queue() {
       machine_->skip(e.index);  // the leader's no-op of its term
     } else {
       folder::apply_result r = machine_->apply(e.index, e.data);
+      if (r.status == folder::apply_status::awaiting_content && !r.wanted.empty()) {
+        // A commit whose bytes never reached this node: fetch them, then apply it again.
+        start_fetch(r.wanted);
+        break;
+      }
       if (r.status == folder::apply_status::failed) {
         // A local I/O error (for example the folder's disk is full): nothing was recorded, so the
         // same entry is retried on the next tick. Until then the node applies nothing else.
@@ -601,7 +657,26 @@ void replicated_folder::impl::drain_apply_queue() {
     ++applied_since_snapshot_;
     apply_queue_.pop_front();
   }
-  if (applied_any) maybe_snapshot();
+  if (applied_any) {
+    maybe_snapshot();
+    report_applied();
+  }
+}
+
+// Tells the leader how far this node applied (when it advanced, and once a second), so a flush
+// with all_applied on the leader knows when every member has a change on disk.
+void replicated_folder::impl::report_applied() {
+  if (soft_.leader == raft::no_node || soft_.leader == config_.id) return;
+  const std::uint64_t applied = machine_->applied_index();
+  const auto now = clock_type::now();
+  if (applied == reported_applied_ && now - last_applied_report_ < std::chrono::seconds(1)) return;
+  reported_applied_ = applied;
+  last_applied_report_ = now;
+  transport::app_message m;
+  m.channel = applied_channel;
+  for (int i = 0; i < 8; ++i)
+    m.payload.push_back(static_cast<char>((applied >> (8 * i)) & 0xff));
+  transport_->send(transport::envelope{config_.id, soft_.leader, std::move(m)});
 }
 
 // The state file (manifest + applied index) is written lazily — at most every
@@ -650,10 +725,16 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
         // Done, or refused (for example a concurrent change won): look at the file afresh.
         if (failed) dirty_paths_.insert(upload_->path());
         upload_.reset();
+        pushing_.clear();
         held_commit_.reset();
         schedule_detection();
       }
       continue_upload();
+    }
+  }
+  if (r.kind == folder::command_kind::commit) {
+    if (std::error_code ec = machine_->drop_stale_staging(r.origin)) {
+      log(1, fmt::format("removing stale staging files of node {}: {}", r.origin, ec.message()));
     }
   }
   for (const folder::preserved_edit& edit : r.preserved) {
@@ -666,8 +747,8 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
     log(1, fmt::format("rejected #{}: {}", r.index, r.reason));
   }
   if (r.needs_snapshot) {
-    log(1, fmt::format("#{}: the committed content of {} cannot be rebuilt here ({}); a folder "
-                       "snapshot from the leader will repair it",
+    log(1, fmt::format("#{}: the committed content of {} cannot be rebuilt here ({}); it is "
+                       "fetched from a peer that has it",
                        r.index, r.path, r.reason));
   }
   if (applied_callback_ && r.changed_tree()) {
@@ -719,8 +800,9 @@ void replicated_folder::impl::propose_command(folder::command cmd) {
   if (cmd.timestamp_ns == 0) cmd.timestamp_ns = utc_now_ns();
   // Several events for one change (create, modify, close) must not become several commands: a
   // command equal to one still pending for the same path (sequence and clock aside) is dropped.
-  const bool is_upload =
-      cmd.kind == folder::command_kind::chunk || cmd.kind == folder::command_kind::commit;
+  const bool is_upload = cmd.kind == folder::command_kind::chunk ||
+                         cmd.kind == folder::command_kind::chunk_ref ||
+                         cmd.kind == folder::command_kind::commit;
   std::string fingerprint;
   if (!is_upload) {
     folder::command key = cmd;
@@ -841,12 +923,14 @@ void replicated_folder::impl::check_flush_waiters() {
     bool done = oldest_pending > w.sequence_max && !upload_ && upload_queue_.empty();
     if (done && w.all_applied) {
       if (w.index == 0) w.index = machine_->applied_index();
-      // Only the leader knows its followers' progress; a follower waits until it leads or the
-      // leader's commit (which it applied) covers the index — the best it can observe.
+      // Only the leader hears every member's applied index (report_applied); a follower waits
+      // until it leads or the leader's commit (which it applied) covers the index — the best
+      // it can observe.
       if (st.soft.role == raft::role::leader) {
         for (const raft::progress_status& p : st.progress) {
-          if (!p.learner && p.id != config_.id && p.recent_active && p.match < w.index)
-            done = false;
+          if (p.learner || p.id == config_.id || !p.recent_active) continue;
+          auto applied = peer_applied_.find(p.id);
+          if (applied == peer_applied_.end() || applied->second < w.index) done = false;
         }
       }
     }
@@ -1126,6 +1210,7 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
     if (!same_active && !same_queued) {
       if (upload_ && upload_->path() == path) {
         upload_.reset();
+        pushing_.clear();
         held_commit_.reset();
       }
       std::erase_if(upload_queue_,
@@ -1139,10 +1224,12 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
   if (new_directory && scan_new_directories) detect_and_propose({directory}, true);
 }
 
-// Large files: one upload at a time with at most upload_window chunk commands in flight, so memory
-// stays bounded by a few chunks whatever the file size; the commit goes once every chunk applied.
+// Large files: one upload at a time with at most upload_window chunks in flight (pushed to the
+// peers or referenced in the log and not yet applied), so memory stays bounded by a few chunks
+// whatever the file size; the commit goes once every chunk applied. A chunk's bytes travel beside
+// the log (push_chunk); only its chunk_ref goes through Raft.
 void replicated_folder::impl::continue_upload() {
-  constexpr std::size_t upload_window = 4;
+  constexpr std::size_t upload_window = 8;
   while (true) {
     if (!upload_) {
       if (upload_queue_.empty()) return;
@@ -1152,19 +1239,24 @@ void replicated_folder::impl::continue_upload() {
       upload_commit_next_ = false;
       held_commit_.reset();
     }
-    while (upload_in_flight_.size() < upload_window && !upload_commit_next_) {
+    while (upload_in_flight_.size() + pushing_.size() < upload_window && !upload_commit_next_) {
       auto next = upload_->next();
       if (!next) {
         // The file changed since it was hashed: read it afresh (a new upload).
         const std::string path = upload_->path();
         upload_.reset();
+        pushing_.clear();
         dirty_paths_.insert(path);
         schedule_detection();
         break;
       }
       if (!*next) break;  // everything proposed
+      if ((*next)->kind == folder::command_kind::chunk) {
+        push_chunk(std::move(**next));
+        continue;
+      }
       if ((*next)->kind == folder::command_kind::commit) {
-        if (!upload_in_flight_.empty()) {
+        if (!upload_in_flight_.empty() || !pushing_.empty()) {
           // Hold the commit until every chunk applied: a retried chunk must never land after it.
           held_commit_ = std::move(**next);
           upload_commit_next_ = true;
@@ -1177,7 +1269,7 @@ void replicated_folder::impl::continue_upload() {
       if (is_commit) upload_commit_next_ = true;
     }
     if (!upload_) continue;
-    if (upload_commit_next_ && held_commit_ && upload_in_flight_.empty()) {
+    if (upload_commit_next_ && held_commit_ && upload_in_flight_.empty() && pushing_.empty()) {
       propose_command(std::move(*held_commit_));
       held_commit_.reset();
       upload_in_flight_.insert(last_sequence_);
@@ -1210,10 +1302,12 @@ namespace raftsync {
 //
 // Piece format (little endian): u8 kind | u64 snapshot index | u64 offset | u64 total | bytes.
 //   kind 1 data (leader → follower), 2 ack (follower → leader: offset = next byte wanted),
-//   3 abort (either way: the transfer is over; the leader retries when Raft asks again).
+//   3 abort (either way: the transfer is over; the leader retries when Raft asks again),
+//   4 skip (leader → follower: the span at `offset` changed on the leader since the snapshot was
+//     taken; bytes = u64 end of that span; the follower installs it as missing and repairs it
+//     from a peer afterwards).
 
 namespace {
-constexpr std::uint32_t snapshot_channel = 1;
 constexpr std::size_t snapshot_window = 4;
 constexpr std::size_t snapshot_piece_header_bytes = 25;
 
@@ -1249,7 +1343,7 @@ std::optional<piece> decode_piece(std::string_view bytes) {
     }
     *fields[f] = value;
   }
-  if (p.kind < 1 || p.kind > 3) return std::nullopt;
+  if (p.kind < 1 || p.kind > 4) return std::nullopt;
   p.data = bytes.substr(snapshot_piece_header_bytes);
   return p;
 }
@@ -1283,9 +1377,25 @@ void replicated_folder::impl::pump_snapshot(raft::node_id to, outgoing_snapshot&
   const std::uint64_t total = out.writer->total_bytes();
   while (out.sent < total && out.sent - out.acked < snapshot_window * config_.chunk_bytes) {
     auto data = out.writer->read(out.sent, config_.chunk_bytes);
+    if (!data && data.error() == make_error_code(errc::conflict)) {
+      // A working file no longer holds its committed bytes (a local edit, or a newer apply):
+      // skip it; the receiver fetches that file's committed content from a peer afterwards.
+      const std::uint64_t end = out.writer->span_end(out.sent);
+      if (end > out.sent) {
+        std::string end_bytes(8, '\0');
+        for (int i = 0; i < 8; ++i)
+          end_bytes[static_cast<std::size_t>(i)] = static_cast<char>((end >> (8 * i)) & 0xff);
+        transport::app_message skip_message;
+        skip_message.channel = snapshot_channel;
+        skip_message.payload = encode_piece(4, out.writer->index(), out.sent, total, end_bytes);
+        transport_->send(transport::envelope{config_.id, to, std::move(skip_message)});
+        log(3, fmt::format("snapshot for node {}: bytes {}..{} changed here, skipped", to, out.sent,
+                           end));
+        out.sent = end;
+        continue;
+      }
+    }
     if (!data) {
-      // errc::conflict: a working file no longer holds its committed bytes (a local edit or a
-      // newer apply). Give up this one; Raft asks again and a fresh snapshot is taken.
       finish_snapshot(to, false, data.error().message());
       return;
     }
@@ -1336,6 +1446,20 @@ void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const s
 }
 
 void replicated_folder::impl::on_app_message(raft::node_id from, const transport::app_message& m) {
+  if (m.channel == content_channel) {
+    on_content_message(from, m);
+    return;
+  }
+  if (m.channel == applied_channel) {
+    if (m.payload.size() != 8) return;
+    std::uint64_t applied = 0;
+    for (int i = 0; i < 8; ++i)
+      applied |= static_cast<std::uint64_t>(static_cast<unsigned char>(m.payload[i])) << (8 * i);
+    auto& known = peer_applied_[from];
+    known = std::max(known, applied);
+    check_flush_waiters();
+    return;
+  }
   if (m.channel != snapshot_channel) return;
   auto p = decode_piece(m.payload);
   if (!p) {
@@ -1400,6 +1524,25 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     reply(2, incoming_snapshot_->next_offset());
     return;
   }
+  if (p->kind == 4) {
+    std::uint64_t end = 0;
+    if (p->data.size() == 8) {
+      for (int i = 0; i < 8; ++i)
+        end |= static_cast<std::uint64_t>(static_cast<unsigned char>(p->data[i])) << (8 * i);
+    }
+    if (std::error_code ec = incoming_snapshot_->skip(p->offset, end)) {
+      log(1, fmt::format("folder snapshot from node {}: bad skip ({})", from, ec.message()));
+      (void)incoming_snapshot_->abort();
+      incoming_snapshot_.reset();
+      reply(3, 0);
+      return;
+    }
+    if (!incoming_snapshot_->complete()) {
+      reply(2, end);
+      return;
+    }
+    p->data = {};  // the skipped span was the last: fall through to the install
+  }
   // Progress of a long transfer, every tenth of it.
   if (p->total > 0) {
     const std::uint64_t before = p->offset * 10 / p->total;
@@ -1429,6 +1572,8 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     // Anything queued for apply is older than the snapshot: drop it.
     std::erase_if(apply_queue_, [&](const raft::entry& e) { return e.index <= p->index; });
     incoming_snapshot_.reset();
+    reply(2, p->total);
+    return;
   }
   reply(2, p->offset + p->data.size());
 }
@@ -1453,6 +1598,316 @@ void replicated_folder::impl::maybe_snapshot() {
       if (std::error_code ec = log_->compact(compact_to)) {
         log(1, fmt::format("log compaction to #{} failed: {}", compact_to, ec.message()));
       }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content service (app channel `content_channel`): the bytes of a large file's chunks travel
+// beside the log, so a follower writes them once (into the upload's staging file) instead of
+// twice (log + staging). The proposer stages a chunk itself, pushes it to every member and
+// proposes its chunk_ref — a few dozen bytes — once a quorum of voters (itself included) holds
+// the bytes durably: a committed chunk_ref therefore always has its bytes on a majority. A node
+// that missed the push (down, cut off) fetches the bytes from a peer when the commit needs them.
+//
+// Message (little endian): u8 kind | u64 origin | u64 upload_id | u64 chunk_index | 32-byte
+// SHA-256 | kind-specific rest:
+//   1 push (proposer → member): the chunk's bytes
+//   2 push acknowledgement (member → proposer): nothing — the bytes are durable there
+//   3 fetch (member → member): u64 size | the upload's target path
+//   4 fetch reply with the bytes; 5 fetch reply "not here"
+
+namespace {
+constexpr std::size_t content_header_bytes = 1 + 8 * 3 + 32;
+
+struct content_piece {
+  std::uint8_t kind = 0;
+  std::uint64_t origin = 0, upload_id = 0, chunk_index = 0;
+  folder::digest sha256{};
+  std::string_view rest;
+};
+
+std::string encode_content(std::uint8_t kind, std::uint64_t origin, std::uint64_t upload_id,
+                           std::uint64_t chunk_index, const folder::digest& sha256,
+                           std::string_view rest = {}) {
+  std::string out;
+  out.reserve(content_header_bytes + rest.size());
+  out.push_back(static_cast<char>(kind));
+  for (std::uint64_t value : {origin, upload_id, chunk_index}) {
+    for (int i = 0; i < 8; ++i)
+      out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+  }
+  out.append(reinterpret_cast<const char*>(sha256.data()), sha256.size());
+  out.append(rest);
+  return out;
+}
+
+std::uint64_t load_u64(std::string_view bytes) {
+  std::uint64_t value = 0;
+  for (int i = 0; i < 8; ++i)
+    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  return value;
+}
+
+std::optional<content_piece> decode_content(std::string_view bytes) {
+  if (bytes.size() < content_header_bytes) return std::nullopt;
+  content_piece p;
+  p.kind = static_cast<std::uint8_t>(bytes[0]);
+  if (p.kind < 1 || p.kind > 5) return std::nullopt;
+  p.origin = load_u64(bytes.substr(1));
+  p.upload_id = load_u64(bytes.substr(9));
+  p.chunk_index = load_u64(bytes.substr(17));
+  std::memcpy(p.sha256.data(), bytes.data() + 25, p.sha256.size());
+  p.rest = bytes.substr(content_header_bytes);
+  return p;
+}
+}  // namespace
+
+std::vector<raft::node_id> replicated_folder::impl::member_peers() const {
+  std::vector<raft::node_id> out;
+  for (const auto* ids : {&conf_.voters, &conf_.learners}) {
+    for (raft::node_id id : *ids)
+      if (id != config_.id) out.push_back(id);
+  }
+  return out;
+}
+
+void replicated_folder::impl::push_chunk(folder::command chunk) {
+  if (std::error_code ec = machine_->stage_chunk(config_.id, chunk.upload_id, chunk.chunk_index,
+                                                 chunk.sha256, chunk.content)) {
+    // This node cannot hold the bytes (disk full…): the chunk goes through the log instead, as
+    // an ordinary chunk command; whatever happens there is reported by its apply.
+    log(1, fmt::format("staging chunk {} of {} failed ({}); sending it through the log",
+                       chunk.chunk_index, chunk.path, ec.message()));
+    propose_command(std::move(chunk));
+    upload_in_flight_.insert(last_sequence_);
+    return;
+  }
+  pushed_chunk p;
+  p.bytes = std::move(chunk.content);
+  p.ref = std::move(chunk);
+  p.ref.kind = folder::command_kind::chunk_ref;
+  p.ref.size_bytes = p.bytes.size();
+  p.ref.content.clear();
+  p.sent_at = clock_type::now();
+  for (raft::node_id to : member_peers())
+    send_push(to, p);
+  const std::uint64_t index = p.ref.chunk_index;
+  pushing_[index] = std::move(p);
+  // A cluster of one (or one whose other members are learners) has its quorum already.
+  const auto& voters = conf_.voters;
+  const bool self_voter = std::find(voters.begin(), voters.end(), config_.id) != voters.end();
+  if (self_voter && voters.size() == 1) {
+    folder::command ref = std::move(pushing_[index].ref);
+    pushing_.erase(index);
+    propose_command(std::move(ref));
+    upload_in_flight_.insert(last_sequence_);
+  }
+}
+
+void replicated_folder::impl::send_push(raft::node_id to, const pushed_chunk& p) {
+  transport::app_message message;
+  message.channel = content_channel;
+  message.payload =
+      encode_content(1, config_.id, p.ref.upload_id, p.ref.chunk_index, p.ref.sha256, p.bytes);
+  transport_->send(transport::envelope{config_.id, to, std::move(message)});
+}
+
+void replicated_folder::impl::resend_pushes() {
+  const auto now = clock_type::now();
+  for (auto& [index, p] : pushing_) {
+    if (now - p.sent_at < config_.proposal_retry) continue;
+    p.sent_at = now;
+    for (raft::node_id to : member_peers())
+      if (p.acks.count(to) == 0) send_push(to, p);
+  }
+}
+
+void replicated_folder::impl::start_fetch(const std::vector<folder::content_wanted>& wanted) {
+  std::size_t added = 0;
+  for (const folder::content_wanted& want : wanted) {
+    auto [it, inserted] =
+        fetches_.try_emplace(chunk_key{want.origin, want.upload_id, want.chunk_index});
+    if (!inserted) continue;
+    it->second.want = want;
+    ++added;
+  }
+  if (added != 0) {
+    log(2, fmt::format("fetching {} chunk(s) of {} from peers (the push missed this node)", added,
+                       wanted.front().path));
+  }
+  ask_for_content();
+}
+
+// Keeps up to fetch_window requests in flight. Each chunk is asked of the peer that served the
+// last one, else its origin, else the others in turn, skipping peers that said they lack it. When
+// every member answered "not here", nobody has the bytes any more (they moved past that content):
+// the commit then applies without them and its path is missing on this node until it changes.
+void replicated_folder::impl::ask_for_content() {
+  constexpr std::size_t fetch_window = 8;
+  const auto now = clock_type::now();
+  std::size_t in_flight = 0;
+  for (auto& [key, f] : fetches_) {
+    if (f.asked && now - f.asked_at >= fetch_retry) f.asked = false;  // timed out: ask again
+    if (f.asked) ++in_flight;
+  }
+  const std::vector<raft::node_id> members = member_peers();
+  bool gave_up = false;
+  for (auto it = fetches_.begin(); it != fetches_.end() && in_flight < fetch_window;) {
+    chunk_fetch& f = it->second;
+    if (f.asked) {
+      ++it;
+      continue;
+    }
+    std::vector<raft::node_id> peers;
+    for (raft::node_id first : {fetch_source_, f.want.origin}) {
+      if (std::find(members.begin(), members.end(), first) != members.end() &&
+          std::find(peers.begin(), peers.end(), first) == peers.end()) {
+        peers.push_back(first);
+      }
+    }
+    for (raft::node_id id : members)
+      if (std::find(peers.begin(), peers.end(), id) == peers.end()) peers.push_back(id);
+    std::erase_if(peers, [&](raft::node_id id) { return f.unavailable.count(id) != 0; });
+    if (peers.empty()) {
+      log(1, fmt::format("chunk {} of {} is on no member any more; the path stays missing here "
+                         "until it changes again",
+                         f.want.chunk_index, f.want.path));
+      machine_->mark_unavailable(f.want.origin, f.want.upload_id, f.want.chunk_index);
+      it = fetches_.erase(it);
+      gave_up = true;
+      continue;
+    }
+    const raft::node_id to = peers[f.attempts++ % peers.size()];
+    f.asked = true;
+    f.asked_at = now;
+    ++in_flight;
+    std::string rest(8, '\0');
+    for (int i = 0; i < 8; ++i)
+      rest[static_cast<std::size_t>(i)] = static_cast<char>((f.want.size_bytes >> (8 * i)) & 0xff);
+    rest += f.want.path;
+    transport::app_message message;
+    message.channel = content_channel;
+    message.payload =
+        encode_content(3, f.want.origin, f.want.upload_id, f.want.chunk_index, f.want.sha256, rest);
+    transport_->send(transport::envelope{config_.id, to, std::move(message)});
+    ++it;
+  }
+  if (gave_up && fetches_.empty()) fetches_done();
+}
+
+// Posted, not called: this runs from inside drain_apply_queue() (a fetch given up at once).
+void replicated_folder::impl::fetches_done() {
+  asio::post(*strand_, [this] {
+    if (stopped_ || !fetches_.empty()) return;
+    if (machine_->needs_snapshot()) repair_missing_paths();
+    drain_apply_queue();
+    process_ready();
+  });
+}
+
+// A committed file whose content this node could not build (its bytes were on no member when the
+// commit applied, or a folder snapshot arrived without them) is fetched from the peers that have
+// it — chunk by chunk, verified against the manifest — and put into place. Once a second at most.
+void replicated_folder::impl::repair_missing_paths() {
+  last_repair_ = clock_type::now();
+  auto written = machine_->repair_missing();
+  if (!written) {
+    log(1, fmt::format("repairing missing files: {}", written.error().message()));
+    return;
+  }
+  for (const folder::written_entry& w : *written)
+    log(2, fmt::format("{} repaired from a peer", w.path));
+  if (!machine_->needs_snapshot()) return;
+  std::vector<folder::content_wanted> wanted = machine_->wanted_for_missing(64);
+  if (!wanted.empty()) start_fetch(wanted);
+}
+
+void replicated_folder::impl::on_content_message(raft::node_id from,
+                                                 const transport::app_message& m) {
+  auto p = decode_content(m.payload);
+  if (!p) {
+    log(1, fmt::format("malformed content message from node {} ignored", from));
+    return;
+  }
+  auto reply = [&](std::uint8_t kind, std::string_view rest = {}) {
+    transport::app_message out;
+    out.channel = content_channel;
+    out.payload = encode_content(kind, p->origin, p->upload_id, p->chunk_index, p->sha256, rest);
+    transport_->send(transport::envelope{config_.id, from, std::move(out)});
+  };
+  switch (p->kind) {
+    case 1: {  // a pushed chunk: a peer may only push its own uploads
+      if (p->origin != from || folder::sha256(p->rest) != p->sha256) {
+        log(1, fmt::format("content push from node {} refused: {}", from,
+                           p->origin != from ? "it names another origin" : "hash mismatch"));
+        return;
+      }
+      if (std::error_code ec =
+              machine_->stage_chunk(p->origin, p->upload_id, p->chunk_index, p->sha256, p->rest)) {
+        log(1, fmt::format("staging chunk {} of upload {} from node {} failed: {}", p->chunk_index,
+                           p->upload_id, from, ec.message()));
+        return;
+      }
+      reply(2);
+      return;
+    }
+    case 2: {  // a member holds a chunk we pushed
+      if (p->origin != config_.id || !upload_ || upload_->upload_id() != p->upload_id) return;
+      auto it = pushing_.find(p->chunk_index);
+      if (it == pushing_.end() || it->second.ref.sha256 != p->sha256) return;
+      it->second.acks.insert(from);
+      const auto& voters = conf_.voters;
+      std::size_t holders =
+          std::find(voters.begin(), voters.end(), config_.id) != voters.end() ? 1 : 0;
+      for (raft::node_id id : it->second.acks)
+        if (std::find(voters.begin(), voters.end(), id) != voters.end()) ++holders;
+      if (holders < voters.size() / 2 + 1) return;
+      folder::command ref = std::move(it->second.ref);
+      pushing_.erase(it);
+      propose_command(std::move(ref));
+      upload_in_flight_.insert(last_sequence_);
+      continue_upload();
+      return;
+    }
+    case 3: {  // a peer missed a chunk: serve it if this node has exactly those bytes
+      if (p->rest.size() < 8) return;
+      const std::uint64_t size = load_u64(p->rest);
+      const std::string_view path = p->rest.substr(8);
+      auto bytes =
+          machine_->read_chunk(p->origin, p->upload_id, p->chunk_index, size, p->sha256, path);
+      if (bytes) {
+        reply(4, *bytes);
+      } else {
+        reply(5);
+      }
+      return;
+    }
+    case 4:
+    case 5: {
+      auto it = fetches_.find(chunk_key{p->origin, p->upload_id, p->chunk_index});
+      if (it == fetches_.end() || it->second.want.sha256 != p->sha256) return;  // not wanted now
+      chunk_fetch& f = it->second;
+      if (p->kind == 5 || folder::sha256(p->rest) != p->sha256) {
+        f.unavailable.insert(from);
+        f.asked = false;
+        if (fetch_source_ == from) fetch_source_ = raft::no_node;
+        ask_for_content();
+        return;
+      }
+      if (std::error_code ec =
+              machine_->stage_chunk(p->origin, p->upload_id, p->chunk_index, p->sha256, p->rest)) {
+        log(1, fmt::format("staging fetched chunk {} failed: {}", p->chunk_index, ec.message()));
+        return;  // asked again once the request times out
+      }
+      fetch_source_ = from;
+      fetches_.erase(it);
+      if (fetches_.empty()) {
+        fetches_done();
+      } else {
+        ask_for_content();
+      }
+      return;
     }
   }
 }

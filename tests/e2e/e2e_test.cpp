@@ -159,11 +159,7 @@ TEST_CASE("bad flags are refused with a clear error", "[e2e]") {
   REQUIRE(out.find("--id needs a positive integer") != std::string::npos);
 }
 
-// Hidden from the default run ([.]): it fails intermittently — after the wipe the leader sometimes
-// never starts the folder snapshot (docs/reliability.md, bug 2). Run it with
-// `e2e_tests "[snapshot]"`.
-TEST_CASE("a wiped node rejoins through a folder snapshot and ends identical",
-          "[.][e2e][snapshot]") {
+TEST_CASE("a wiped node rejoins through a folder snapshot and ends identical", "[e2e][snapshot]") {
   process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "wipe");
   const std::vector<std::string> small_log = {"--snapshot-entries", "20"};
   for (int id = 1; id <= 3; ++id)
@@ -210,6 +206,38 @@ TEST_CASE("a 256 MiB file replicates in chunks and arrives byte-identical", "[e2
   }
   require_converged(cluster, 300s);
   REQUIRE(fs::file_size(cluster.folder(1) / "large.bin") == 256u << 20);
+}
+
+// Chunk bytes travel beside the log: a node that was down during the push has only the chunk
+// references in its log and must fetch the bytes from a peer when the commit applies.
+TEST_CASE("a node down while a large file was written fetches its chunks on return", "[e2e]") {
+  process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "fetch");
+  const std::vector<std::string> small_chunks = {"--chunk-bytes", "65536"};
+  for (int id = 1; id <= 3; ++id)
+    cluster.start(id, small_chunks);
+  for (int id = 1; id <= 3; ++id)
+    REQUIRE(cluster.wait_ready(id));
+  REQUIRE(cluster.wait_leader() != 0);
+  cluster.kill(3, SIGKILL);
+  std::string content(3 * 1024 * 1024 + 123, '\0');
+  for (std::size_t i = 0; i < content.size(); ++i)
+    content[i] = static_cast<char>((i * 2654435761u) >> 13);
+  write_file(cluster.folder(1) / "pushed.bin", content);
+  REQUIRE(cluster.control(1, "flush", nullptr, "--timeout-ms 60000") == 0);
+  // The proposer goes too (its queued pushes with it): node 3 can only get the bytes by asking
+  // node 2, which committed them.
+  cluster.kill(1, SIGKILL);
+  cluster.start(3, small_chunks);
+  REQUIRE(cluster.wait_ready(3));
+  REQUIRE(wait_until(
+      [&] {
+        return fs::exists(cluster.folder(3) / "pushed.bin") &&
+               read_file(cluster.folder(3) / "pushed.bin") == content;
+      },
+      60s));
+  cluster.start(1, small_chunks);
+  REQUIRE(cluster.wait_ready(1));
+  require_converged(cluster, 60s);
 }
 
 TEST_CASE("a fourth node joins with add-node, receives the folder, and can be removed again",

@@ -146,6 +146,66 @@ TEST_CASE("a snapshot never ships an uncommitted local edit", "[folder][snapshot
   CHECK(conflict_seen);
 }
 
+TEST_CASE("a file edited on the sender during a transfer is skipped and repaired from a peer",
+          "[folder][snapshot][repair]") {
+  node leader(1);
+  replicated_log l;
+  build_tree(leader, l);
+  node follower(2);  // has the committed tree too
+  l.catch_up(follower);
+  node fresh(4);
+  snapshot_writer writer(*leader.sm);
+  snapshot_reader reader(*fresh.sm);
+  // Mid-transfer, both a small and a large committed file change on the sender (local edits not
+  // committed yet): neither may reach the receiver, and the transfer must still complete.
+  bool edited = false;
+  int skips = 0;
+  while (!reader.complete()) {
+    if (!edited && reader.next_offset() > writer.total_bytes() / 3) {
+      leader.io->user_write("a.txt", "local edit not committed");
+      leader.io->user_write("big.bin", "shrunk by a local edit");
+      edited = true;
+    }
+    const std::uint64_t at = reader.next_offset();
+    auto bytes = writer.read(at, 1000);
+    if (!bytes) {
+      REQUIRE(bytes.error() == make_error_code(errc::conflict));
+      const std::uint64_t end = writer.span_end(at);
+      REQUIRE(end > at);
+      CHECK(reader.skip(at + 1, end) == make_error_code(errc::malformed));  // must be exact
+      CHECK(reader.skip(at, end + 1) == make_error_code(errc::malformed));
+      REQUIRE_FALSE(reader.skip(at, end));
+      ++skips;
+      continue;
+    }
+    REQUIRE_FALSE(reader.write(at, *bytes));
+  }
+  CHECK(skips >= 1);
+  REQUIRE_FALSE(reader.install());
+  CHECK(fresh.sm->encode_replicated_state() == leader.sm->encode_replicated_state());
+  // Skipped paths are missing (never the sender's uncommitted bytes), then fetched from a peer
+  // that has the committed content.
+  CHECK(fresh.io->content("a.txt") != "local edit not committed");
+  CHECK(fresh.io->content("big.bin") != "shrunk by a local edit");
+  REQUIRE(fresh.sm->needs_snapshot());
+  for (const content_wanted& w : fresh.sm->wanted_for_missing(64)) {
+    CHECK(leader.sm->read_chunk(w.origin, w.upload_id, w.chunk_index, w.size_bytes, w.sha256,
+                                w.path)
+              .error() == make_error_code(errc::not_found));  // the sender lacks them now
+    auto bytes = follower.sm->read_chunk(w.origin, w.upload_id, w.chunk_index, w.size_bytes,
+                                         w.sha256, w.path);
+    REQUIRE(bytes.has_value());
+    REQUIRE_FALSE(fresh.sm->stage_chunk(w.origin, w.upload_id, w.chunk_index, w.sha256, *bytes));
+  }
+  REQUIRE(fresh.sm->repair_missing().has_value());
+  CHECK_FALSE(fresh.sm->needs_snapshot());
+  CHECK(fresh.io->dump() == follower.io->dump());
+  // The restarted receiver agrees (the installed state recorded the skipped paths as missing).
+  REQUIRE_FALSE(fresh.sm->persist());
+  fresh.restart();
+  CHECK_FALSE(fresh.sm->needs_snapshot());
+}
+
 TEST_CASE("a corrupted snapshot chunk is detected", "[folder][snapshot]") {
   node leader(1);
   replicated_log l;

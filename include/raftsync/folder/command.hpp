@@ -38,6 +38,10 @@ enum class command_kind : std::uint8_t {
   set_mode = 8,   // permission bits of a file or directory
   set_mtime = 9,  // modification time of a regular file
   symlink = 10,   // create or replace a symbolic link; `target` is stored, never followed
+  // One changed chunk of a large file whose bytes travelled beside the log (the content service of
+  // docs/folder.md): only (upload_id, chunk_index, sha256, size_bytes) are in the log; every node
+  // finds the bytes in its staging object, or fetches them from a peer before the apply.
+  chunk_ref = 11,
 };
 
 const char* to_string(command_kind kind) noexcept;
@@ -56,10 +60,10 @@ struct command {
   std::string target;         // rename: destination path; symlink: the link's target text
   std::uint64_t target_base_version = 0;  // rename: version of `target` the proposer saw
 
-  std::uint64_t upload_id = 0;       // chunk, commit: the proposer's upload (one open per origin)
-  std::uint64_t chunk_index = 0;     // chunk: which chunk (byte offset = chunk_index * chunk_bytes)
-  std::uint64_t size_bytes = 0;      // commit: total size of the new content
-  digest sha256{};                   // chunk: hash of `content`; commit: hash of the whole content
+  std::uint64_t upload_id = 0;  // chunk, chunk_ref, commit: the proposer's upload (one per origin)
+  std::uint64_t chunk_index = 0;  // chunk, chunk_ref: which chunk (offset = index * chunk_bytes)
+  std::uint64_t size_bytes = 0;   // commit: total size of the content; chunk_ref: chunk size
+  digest sha256{};  // chunk, chunk_ref: hash of the chunk's bytes; commit: of the whole content
   std::vector<digest> chunk_hashes;  // commit: hash of every chunk of the new content, in order
 
   friend bool operator==(const command&, const command&) = default;

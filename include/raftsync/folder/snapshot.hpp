@@ -13,8 +13,10 @@
 // Committed state only: a working file can differ from the manifest (a local edit not yet
 // committed, or an apply that ran after the snapshot was taken). The writer verifies every chunk
 // it reads against the manifest's chunk hash; on a mismatch read() fails with errc::conflict and
-// the caller must start a new snapshot later (after the pending edit commits) — the receiver
-// restarts from offset 0 of the new one. Nothing uncommitted ever reaches a receiver.
+// the sender skips that span (span_end(); the receiver's skip()): the receiver installs the path as
+// missing and fetches its committed content from a peer afterwards (state_machine::repair_missing)
+// — a transfer never fails because the sender's folder is busy. Nothing uncommitted ever reaches
+// a receiver.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +59,9 @@ class snapshot_writer {
   // reply is at most chunk_bytes). errc::conflict when a working file no longer holds the
   // committed bytes (see the header comment); errc::malformed for offset >= total_bytes().
   result<std::string> read(std::uint64_t offset, std::size_t max_bytes);
+  // The end of the content span (one file, or one staged upload chunk) holding `offset`, for
+  // skipping it after read() reported errc::conflict; 0 for an offset before the content.
+  std::uint64_t span_end(std::uint64_t offset) const;
 
  private:
   state_machine& sm_;
@@ -86,6 +91,11 @@ class snapshot_reader {
   // or state, or bytes beyond total_bytes is errc::corrupt / errc::malformed (abort() and
   // restart the transfer). A chunk_bytes different from this node's is errc::invalid_config.
   std::error_code write(std::uint64_t offset, std::string_view data);
+  // The sender could not read the span that starts at or contains next_offset() (its working file
+  // changed): `offset` must be next_offset() and `end` that span's end. A file becomes missing
+  // (installed as such, repaired from a peer later); a staged upload chunk is simply absent (its
+  // commit fetches it). errc::malformed for any other offset or end.
+  std::error_code skip(std::uint64_t offset, std::uint64_t end);
 
   // Atomically replaces the working tree and the state machine's state with the snapshot:
   // the staged tree is complete and fsynced, a READY marker is written, the old top-level

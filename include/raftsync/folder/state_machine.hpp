@@ -23,9 +23,11 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "raftsync/folder/command.hpp"
@@ -70,6 +72,10 @@ enum class apply_status : std::uint8_t {
   ignored,     // no effect by the conflict rules (see above); reason says which
   rejected,    // invalid command (path rules, kinds, chunk data, malformed bytes): no effect
   failed,      // local I/O error: nothing recorded, applied_index unchanged; see apply()
+  // A commit whose chunk_ref bytes are not on this node (apply_result::wanted names them): nothing
+  // recorded, applied_index unchanged. Deliver them with stage_chunk() (fetched from a peer), or
+  // mark_unavailable() when no peer has them, and apply the same entry again.
+  awaiting_content,
 };
 const char* to_string(apply_status status) noexcept;
 
@@ -84,6 +90,17 @@ struct written_entry {
 struct preserved_edit {
   std::string original_path;  // where the local edit was
   std::string copy_path;      // where it is now; propose it as a new file so it replicates
+};
+
+// The bytes of one chunk this node needs before a commit can apply
+// (apply_status::awaiting_content).
+struct content_wanted {
+  node_id origin = 0;
+  std::uint64_t upload_id = 0;
+  std::uint64_t chunk_index = 0;
+  std::uint64_t size_bytes = 0;
+  digest sha256{};
+  std::string path;  // the upload's target (peers that committed it serve from there)
 };
 
 struct apply_result {
@@ -105,6 +122,7 @@ struct apply_result {
   // correct; the path is absent from this node's tree and listed in missing_paths() until a later
   // command rewrites it or a folder snapshot is installed. See docs/folder.md.
   bool needs_snapshot = false;
+  std::vector<content_wanted> wanted;  // awaiting_content: chunks to fetch (at most 64 at once)
 
   bool changed_tree() const noexcept {
     return status == apply_status::applied || status == apply_status::conflict;
@@ -179,6 +197,36 @@ class state_machine {
   const std::set<std::string, std::less<>>& missing_paths() const noexcept { return missing_; }
   bool needs_snapshot() const noexcept { return !missing_.empty(); }
 
+  // --- content beside the log (chunk_ref commands, docs/folder.md "Large files") ---
+  // Writes a chunk's bytes into the staging file of (origin, upload_id) at chunk_index *
+  // chunk_bytes and makes them durable (fdatasync). The caller has checked sha256(bytes) ==
+  // `sha256`; the chunk is remembered as verified for this process's lifetime, so its chunk_ref
+  // and commit need not read it back. Not replicated state: a chunk_ref applied later records it.
+  std::error_code stage_chunk(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index,
+                              const digest& sha256, std::string_view bytes);
+  // The bytes of a chunk for a peer that lacks them: from the staging file of (origin, upload_id)
+  // or, once the upload committed, from `path` at the same offset; verified against `sha256`.
+  // errc::not_found when this node does not have them either.
+  result<std::string> read_chunk(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index,
+                                 std::uint64_t size_bytes, const digest& sha256,
+                                 std::string_view path);
+  // No peer has that chunk (they all moved past it): the commit that needs it applies without it
+  // and its path becomes missing on this node (as for apply_result::needs_snapshot).
+  void mark_unavailable(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index);
+  // Repair of missing paths (missing_paths()): the chunks of their committed content this node
+  // still lacks, at most `max` (origin 0, upload_id = the entry's version: a peer serves them from
+  // its file, verified against the manifest's chunk hash). Fetch them, stage_chunk() them, then
+  // repair_missing() puts every path whose chunks are all here into place.
+  std::vector<content_wanted> wanted_for_missing(std::size_t max);
+  // Writes every missing path whose committed content is complete in its repair staging file
+  // (verified chunk by chunk, fsynced, renamed into place) unless something else now occupies the
+  // path; returns what it wrote (echo suppression as for applies). Local: the replicated state is
+  // unchanged.
+  result<std::vector<written_entry>> repair_missing();
+  // Removes staging files of `origin` that no live upload owns (pushed chunks of an upload its
+  // proposer abandoned before referencing them). Local.
+  std::error_code drop_stale_staging(node_id origin);
+
   // --- proposer side ---
   // A fresh per-origin sequence number for a command this node proposes: (boot epoch << 32) |
   // counter, so a restarted node never reuses a number an earlier incarnation proposed.
@@ -212,6 +260,11 @@ class state_machine {
   apply_result apply_command(std::uint64_t index, const command& c);
   apply_result do_write(std::uint64_t index, const command& c, apply_result r);
   apply_result do_chunk(std::uint64_t index, const command& c, apply_result r);
+  apply_result do_chunk_ref(std::uint64_t index, const command& c, apply_result r);
+  // One open upload per origin: a chunk of a new upload abandons the previous one.
+  std::error_code switch_upload(node_id origin, std::uint64_t upload_id);
+  bool verified(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index,
+                const digest& sha256) const;
   apply_result do_commit(std::uint64_t index, const command& c, apply_result r);
   apply_result do_remove(std::uint64_t index, const command& c, apply_result r);
   apply_result do_rename(std::uint64_t index, const command& c, apply_result r);
@@ -257,7 +310,11 @@ class state_machine {
   std::uint64_t persisted_index_ = 0;
   std::uint64_t boot_epoch_ = 0;
   std::uint64_t sequence_counter_ = 0;
-  std::set<std::string, std::less<>> missing_;       // see missing_paths()
+  std::set<std::string, std::less<>> missing_;  // see missing_paths()
+  // Chunks this process wrote into staging files after checking their hash (stage_chunk): key
+  // (origin, upload_id, chunk_index) → hash. Local and in memory only; a restart re-reads.
+  std::map<std::tuple<node_id, std::uint64_t, std::uint64_t>, digest> verified_staged_;
+  std::set<std::tuple<node_id, std::uint64_t, std::uint64_t>> unavailable_;  // mark_unavailable()
   std::set<std::string, std::less<>> dirs_to_sync_;  // defer_directory_sync: fsync at persist()
   bool dirty_ = false;
   undo_log* undo_ = nullptr;  // set only while apply() runs

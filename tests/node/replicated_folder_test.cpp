@@ -1,0 +1,310 @@
+// The facade in process: three replicated_folder instances on loopback TCP with real folders and
+// the native watcher. What the e2e tests check through the node program, checked here through the
+// API an embedding application uses, plus hostile traffic on the application channels.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "raftsync/folder/sha256.hpp"
+#include "raftsync/replicated_folder.hpp"
+#include "raftsync/transport/tcp_transport.hpp"
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using raftsync::replicated_folder;
+using raftsync::replicated_folder_config;
+
+namespace {
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return condition();
+}
+
+std::uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+  socklen_t length = sizeof address;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_file(const fs::path& path, const std::string& content) {
+  fs::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << content;
+}
+
+std::string random_bytes(std::size_t size, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string out(size, '\0');
+  for (auto& c : out)
+    c = static_cast<char>(rng());
+  return out;
+}
+
+const std::string secret = "in-process-test-secret-0123456789";
+
+struct cluster {
+  fs::path base;
+  std::uint64_t first = 1;
+  std::array<std::uint16_t, 3> ports{};
+  std::array<std::unique_ptr<replicated_folder>, 3> nodes;
+  std::mutex log_mutex;
+  std::vector<std::string> logs;
+
+  // Positions 1..3 (node(), folder(), leader()) are members first_id .. first_id + 2.
+  explicit cluster(const std::string& name, std::uint64_t chunk_bytes = 1 << 20,
+                   std::uint64_t first_id = 1)
+      : first(first_id) {
+    base = fs::temp_directory_path() /
+           ("raftsync-node-test-" + name + "-" + std::to_string(::getpid()));
+    fs::remove_all(base);
+    for (auto& port : ports)
+      port = free_port();
+    for (int i = 0; i < 3; ++i) {
+      replicated_folder_config config;
+      config.id = first_id + static_cast<std::uint64_t>(i);
+      config.root = folder(i + 1);
+      fs::create_directories(config.root);
+      config.listen_port = ports[static_cast<std::size_t>(i)];
+      for (int j = 0; j < 3; ++j)
+        if (j != i)
+          config.peers.push_back({first_id + static_cast<std::uint64_t>(j), "127.0.0.1",
+                                  ports[static_cast<std::size_t>(j)]});
+      config.secret = secret;
+      config.chunk_bytes = chunk_bytes;
+      config.log = [this, id = i + 1](int level, std::string_view message) {
+        if (level > 2) return;
+        std::lock_guard lock(log_mutex);
+        logs.push_back("node " + std::to_string(id) + ": " + std::string(message));
+      };
+      nodes[static_cast<std::size_t>(i)] = std::make_unique<replicated_folder>(config);
+    }
+    for (auto& node : nodes)
+      REQUIRE_FALSE(node->start());
+    REQUIRE(wait_until([&] { return leader() != 0; }, 10s));
+  }
+  ~cluster() {
+    for (auto& node : nodes)
+      node.reset();
+    std::error_code ec;
+    fs::remove_all(base, ec);
+  }
+
+  fs::path folder(int id) const { return base / ("node" + std::to_string(id)); }
+  replicated_folder& node(int id) { return *nodes[static_cast<std::size_t>(id - 1)]; }
+  int leader() {
+    for (int id = 1; id <= 3; ++id)
+      if (node(id).status().role == "leader") return id;
+    return 0;
+  }
+  bool everywhere(const std::string& path, const std::string& content) {
+    for (int id = 1; id <= 3; ++id) {
+      const fs::path p = folder(id) / path;
+      if (!fs::exists(p) || read_file(p) != content) return false;
+    }
+    return true;
+  }
+  bool nowhere(const std::string& path) {
+    for (int id = 1; id <= 3; ++id)
+      if (fs::exists(folder(id) / path)) return false;
+    return true;
+  }
+  bool logged(const std::string& text) {
+    std::lock_guard lock(log_mutex);
+    for (const auto& line : logs)
+      if (line.find(text) != std::string::npos) return true;
+    return false;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("API writes, renames and removes replicate; flush on the leader waits for every member",
+          "[node]") {
+  cluster c("api");
+  const int leader = c.leader();
+  const int follower = leader % 3 + 1;
+  REQUIRE_FALSE(c.node(follower).write_file("docs/a.txt", "from a follower"));
+  REQUIRE(wait_until([&] { return c.everywhere("docs/a.txt", "from a follower"); }, 10s));
+  REQUIRE_FALSE(c.node(leader).write_file("docs/b.txt", "from the leader"));
+  REQUIRE_FALSE(c.node(leader).flush(10s, true));
+  // all_applied: every member has applied it the moment flush returns, no waiting.
+  CHECK(c.everywhere("docs/b.txt", "from the leader"));
+  REQUIRE_FALSE(c.node(follower).rename("docs/a.txt", "docs/renamed.txt"));
+  REQUIRE_FALSE(c.node(follower).remove("docs/b.txt"));
+  REQUIRE(wait_until(
+      [&] {
+        return c.everywhere("docs/renamed.txt", "from a follower") && c.nowhere("docs/a.txt") &&
+               c.nowhere("docs/b.txt");
+      },
+      10s));
+  // Hostile paths through the API are refused before anything is written.
+  CHECK(c.node(follower).write_file("../escape.txt", "x"));
+  CHECK(c.node(follower).write_file("/etc/escape.txt", "x"));
+  CHECK_FALSE(fs::exists(c.base / "escape.txt"));
+  const raftsync::folder_status st = c.node(leader).status();
+  CHECK(st.role == "leader");
+  CHECK(st.applied_index == st.commit_index);
+  CHECK(st.halted_reasons.empty());
+}
+
+// Regression (chaos bug 1): every flush rescans the folder and re-read a large file whose upload
+// was in flight, which restarted the upload — under steady flushes it never finished.
+TEST_CASE("a large upload completes while flushes rescan the folder over and over",
+          "[node][chunks]") {
+  cluster c("rescan", 64 * 1024);
+  const int writer = c.leader() % 3 + 1;  // a follower
+  const std::string content = random_bytes(24 * 1024 * 1024 + 77, 42);
+  write_file(c.folder(writer) / "big.bin", content);
+  std::atomic<bool> done{false};
+  std::thread flusher([&] {
+    while (!done)
+      (void)c.node(writer).flush(200ms);
+  });
+  const bool converged = wait_until([&] { return c.everywhere("big.bin", content); }, 60s);
+  done = true;
+  flusher.join();
+  REQUIRE(converged);
+}
+
+TEST_CASE("hostile content and snapshot messages from an authenticated peer are refused",
+          "[node][hostile]") {
+  // Members 2, 3, 4: the hostile peer (id 1, not a member) has the lowest id, so it is the one
+  // that dials (the transport's rule), and node 2 accepts it once it proves the secret.
+  cluster c("hostile", 1 << 20, 2);
+  REQUIRE_FALSE(c.node(1).write_file("known.txt", "a committed file"));
+  REQUIRE(wait_until([&] { return c.everywhere("known.txt", "a committed file"); }, 10s));
+
+  // A peer that knows the secret but is not a member connects to node 2 (position 1).
+  raftsync::transport::tcp_transport_config config;
+  config.id = 1;
+  const raftsync::folder::digest h = raftsync::folder::sha256("raftsync");
+  for (int i = 0; i < 8; ++i)
+    config.cluster_id = (config.cluster_id << 8) | h[static_cast<std::size_t>(i)];
+  config.secret = secret;
+  config.peers[2] = {"127.0.0.1", c.ports[0]};
+  config.log = {};
+  auto peer = raftsync::transport::tcp_transport::create(config);
+  REQUIRE(peer.has_value());
+  std::mutex mutex;
+  std::vector<std::string> replies;
+  (*peer)->set_receive_handler([&](raftsync::transport::envelope e) {
+    auto* m = std::get_if<raftsync::transport::app_message>(&e.body);
+    if (m != nullptr && m->channel == 2) {  // content replies (snapshot acks are harmless)
+      std::lock_guard lock(mutex);
+      replies.push_back(m->payload);
+    }
+  });
+  REQUIRE_FALSE((*peer)->start());
+  auto send = [&](std::uint32_t channel, std::string payload) {
+    raftsync::transport::app_message m;
+    m.channel = channel;
+    m.payload = std::move(payload);
+    (*peer)->send(raftsync::transport::envelope{1, 2, std::move(m)});
+  };
+  auto header = [](std::uint8_t kind, std::uint64_t origin, std::uint64_t upload,
+                   std::uint64_t index, const raftsync::folder::digest& sha) {
+    std::string out(1, static_cast<char>(kind));
+    for (std::uint64_t v : {origin, upload, index})
+      for (int i = 0; i < 8; ++i)
+        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    out.append(reinterpret_cast<const char*>(sha.data()), sha.size());
+    return out;
+  };
+  auto u64 = [](std::uint64_t v) {
+    std::string out;
+    for (int i = 0; i < 8; ++i)
+      out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return out;
+  };
+  const std::string bytes = "pushed bytes";
+  const auto sha = raftsync::folder::sha256(bytes);
+  // Pushes naming another origin, with a wrong hash, an absurd index; truncated and unknown kinds.
+  send(2, header(1, 3, 5, 0, sha) + bytes);
+  send(2, header(1, 1, 5, 0, raftsync::folder::sha256("other")) + bytes);
+  send(2, header(1, 1, 5, std::uint64_t{1} << 40, sha) + bytes);
+  send(2, "short");
+  send(2, header(0, 1, 5, 0, sha));
+  send(2, header(77, 1, 5, 0, sha));
+  // Fetches through hostile paths, for the hash of a real file outside the folder.
+  const std::string passwd = read_file("/etc/passwd");
+  const auto passwd_sha = raftsync::folder::sha256(passwd);
+  const std::vector<std::string> hostile_paths = {"../../../../etc/passwd", "/etc/passwd",
+                                                  std::string("known.txt\0x", 11), ""};
+  for (const std::string& path : hostile_paths) {
+    send(2, header(3, 1, 0, 0, passwd_sha) + u64(passwd.size()) + path);
+  }
+  send(2, header(3, 1, 0, 0, passwd_sha) + "abc");  // size field truncated
+  // Snapshot channel garbage: short, unknown kind, a skip with no transfer.
+  send(1, "x");
+  send(1, std::string(25, '\x09'));
+  send(1, std::string(1, '\x04') + std::string(24, '\0') + u64(100));
+  // A legitimate fetch of a committed file is served (the refusals above are not blanket ones).
+  const std::string known = "a committed file";
+  send(2, header(3, 1, 0, 0, raftsync::folder::sha256(known)) + u64(known.size()) + "known.txt");
+
+  const bool answered = wait_until(
+      [&] {
+        std::lock_guard lock(mutex);
+        return replies.size() >= 5;
+      },
+      10s);
+  if (!answered) {
+    std::lock_guard lock(c.log_mutex);
+    for (const auto& line : c.logs)
+      UNSCOPED_INFO(line);
+  }
+  REQUIRE(answered);
+  {
+    std::lock_guard lock(mutex);
+    int not_here = 0, served = 0;
+    for (const auto& r : replies) {
+      REQUIRE(r.size() >= 57);
+      if (r[0] == 5) ++not_here;
+      if (r[0] == 4) {
+        ++served;
+        CHECK(r.substr(57) == known);
+      }
+      CHECK(r.find("root:") == std::string::npos);  // never a byte of /etc/passwd
+    }
+    CHECK(not_here == 4);
+    CHECK(served == 1);
+  }
+  CHECK(c.logged("refused"));
+  (*peer)->stop();
+  // Nothing was written outside any root, and the cluster still serves writes.
+  CHECK_FALSE(fs::exists(c.base / "etc"));
+  REQUIRE_FALSE(c.node(3).write_file("after.txt", "still serving"));
+  REQUIRE(wait_until([&] { return c.everywhere("after.txt", "still serving"); }, 10s));
+}
