@@ -1123,8 +1123,11 @@ class Cluster:
         since_fault = time.monotonic() - last_heal
         if tree is None:
             diff = self.describe_difference()
-            self.failures.append("trees did not converge within %ds:\n%s" %
-                                 (args.settle_timeout, "\n".join(diff[:30])))
+            statuses = ["  node %d status: %s" % (n.id, json.dumps(n.status()))
+                        for n in self.nodes.values()]
+            self.failures.append("trees did not converge within %ds:\n%s\n%s" %
+                                 (args.settle_timeout, "\n".join(diff[:30]),
+                                  "\n".join(statuses)))
             divergent = len(diff)
         else:
             divergent = 0
