@@ -32,7 +32,7 @@ import tempfile
 import time
 
 DEFAULT_FAULTS = "kill,partition,asym,loss"
-ALL_FAULTS = "kill,partition,asym,loss,diskfull,wipe,clock"
+ALL_FAULTS = "kill,partition,asym,loss,diskfull,wipe,replace,clock"
 # libfaketime (Debian package faketime): the multi-threaded variant, preloaded into every node when
 # the clock fault is on. It moves CLOCK_REALTIME only (see Node.start).
 FAKETIME_LIBRARIES = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
@@ -225,12 +225,12 @@ class Node:
             f.write("%+d\n" % seconds)
         os.rename(tmp, self.clock_file)  # libfaketime never reads a half-written file
 
-    def start(self):
+    def start(self, join=False):
         args = self.c.hosts.prefix(self.id) + [
             self.c.binary, "--id", str(self.id), "--dir", self.folder,
             "--listen", self.c.hosts.address(self.id), "--secret-file", self.c.secret,
             "--snapshot-entries", str(self.c.snapshot_entries),
-            "--log-level", self.c.args.log_level]
+            "--log-level", self.c.args.log_level] + (["--join"] if join else [])
         for j in self.c.ids:
             if j != self.id:
                 args += ["--peer", "%d=%s" % (j, self.c.hosts.address(j))]
@@ -406,7 +406,8 @@ class Cluster:
                 log("clock fault needs libfaketime (apt-get install faketime): SKIPPED")
                 self.faults.remove("clock")
         if not hosts.netns:
-            self.faults = [f for f in self.faults if f in ("kill", "diskfull", "wipe", "clock")]
+            self.faults = [f for f in self.faults
+                           if f in ("kill", "diskfull", "wipe", "replace", "clock")]
         self.tmpfs_node = None
         if "diskfull" in self.faults:
             self.tmpfs_node = self.rng.choice(self.ids)
@@ -580,13 +581,11 @@ class Cluster:
             return lambda: node.start()
         if kind == "wipe":
             node.kill9()
-            for name in os.listdir(node.folder):
-                p = os.path.join(node.folder, name)
-                if os.path.isdir(p) and not os.path.islink(p):
-                    shutil.rmtree(p)
-                else:
-                    os.unlink(p)
+            self.empty_folder(node)
             node.start()
+            return lambda: None
+        if kind == "replace":
+            self.replace(node)
             return lambda: None
         if kind == "partition":
             self.hosts.link(target, False)
@@ -633,6 +632,46 @@ class Cluster:
                 node.set_clock_offset(0)
             return restore
         raise ValueError(kind)
+
+    @staticmethod
+    def empty_folder(node):
+        for name in os.listdir(node.folder):
+            p = os.path.join(node.folder, name)
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
+
+    def membership(self, verb, member, target, present):
+        """One step of a membership change on the current leader (not `target`): True once the
+        leader's status lists `target` among its peers (present) or no longer does."""
+        leader = self.leader()
+        if not leader or leader == target:
+            return False
+        st = self.nodes[leader].status()
+        if st is None:
+            return False
+        if any(p.get("id") == target for p in st.get("peers", [])) == present:
+            return True
+        self.nodes[leader].control(verb, "--node", member, timeout=5)
+        return False
+
+    def replace(self, node):
+        """The documented safe way to give a node a new empty disk: kill it, `remove-node` on the
+        leader, empty its folder and state, start it with `--join`, `add-node` on the leader."""
+        node.kill9()
+        if not wait_until(lambda: self.membership("remove-node", str(node.id), node.id, False),
+                          30, 0.3):
+            self.failures.append("replace: node %d was not removed within 30 s" % node.id)
+            node.start()
+            return
+        self.empty_folder(node)
+        node.start(join=True)
+        member = "%d=%s" % (node.id, self.hosts.address(node.id))
+        if not wait_until(lambda: self.membership("add-node", member, node.id, True), 30, 0.3):
+            self.failures.append("replace: node %d was not added back within 30 s" % node.id)
+            return
+        log("  node %d removed, emptied, restarted with --join and added back" % node.id)
 
     def poke(self, target, payload=b"\xff\xff\xff\xff\x01\x01"):
         """Sends a malformed frame to a node from another host: the node logs the refusal."""
