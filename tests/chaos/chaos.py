@@ -3,8 +3,9 @@
 a recorded workload, randomly scheduled faults from a printed seed, and a checker.
 
 Usage:
-  chaos.py --binary PATH/raftsync [--seeds 1,2,3] [--minutes-per-seed 1] [--nodes 3]
-           [--faults kill,partition,asym,loss,diskfull,wipe] [--keep]
+  chaos.py --binary PATH/raftsync [--peer-binary PATH/chaos_peer] [--seeds 1,2,3]
+           [--minutes-per-seed 1] [--nodes 3] [--keep]
+           [--faults kill,partition,asym,loss,diskfull,wipe,replace,clock]
   RAFTSYNC_CHAOS_MINUTES=N chaos.py --binary ...        # soak: N minutes per seed
   RAFTSYNC_CHAOS_SEEDS=7 chaos.py --binary ...          # replay one seed
 
@@ -1208,9 +1209,10 @@ class Cluster:
             maps = [file_mtimes(n.folder, files) for n in self.nodes.values()]
             mtime_divergent = [p for p in files if len({m.get(p) for m in maps}) != 1]
             if mtime_divergent:
-                log("files whose mtime differs between nodes: %d, e.g. %s" %
-                    (len(mtime_divergent), ["%s %s" % (p, [m.get(p) for m in maps])
-                                            for p in mtime_divergent[:3]]))
+                self.failures.append("files whose mtime differs between nodes: %d, e.g. %s" %
+                                     (len(mtime_divergent),
+                                      ["%s %s" % (p, [m.get(p) for m in maps])
+                                       for p in mtime_divergent[:5]]))
         figures = {
             "seed": self.seed, "netns": self.hosts.netns, "minutes": args.minutes,
             "faults": self.fault_counts, "ops_issued": len(self.ops), "ops_acked": acked,
