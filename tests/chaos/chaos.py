@@ -867,13 +867,9 @@ class Cluster:
                  if j != high], []),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         CLEANUP.push("chaos_peer capture pid %d" % proc.pid, lambda: _kill(proc))
-        def stand_in_connected():  # the leader sees the stand-in as a connected peer
-            leader = self.leader()
-            st = self.nodes[leader].status() if leader and leader != high else None
-            return st and any(p.get("id") == high and p.get("connected")
-                              for p in st.get("peers", []))
-        if not wait_until(stand_in_connected, 5, 0.1):
-            log("forge: the leader does not report the stand-in as connected yet; capturing anyway")
+        # chaos_peer creates <out>.ready once every member has authenticated to it
+        if not wait_until(lambda: os.path.exists(capture + ".ready"), 8, 0.05):
+            log("forge: the members did not all reach the stand-in; capturing anyway")
         moved = self.transfer_leader(low, timeout=3)
         for k in range(6):  # appends with real entries
             self.write(self.nodes[self.rng.choice([low, mid])],

@@ -9,7 +9,8 @@
 //       Stands in for member N while the real node N is down: the lower-id members dial it and
 //       authenticate. It answers heartbeats (so the leader keeps probing it with appends that carry
 //       real log entries), never acknowledges an append or grants a vote, and writes every Raft
-//       message it received to FILE (encoded frames, the wire format) after S seconds.
+//       message it received to FILE (encoded frames, the wire format) after S seconds. FILE.ready
+//       appears once every --peer has authenticated (or S/2 seconds passed).
 //   chaos_peer replay  --id N --peer ID=HOST:PORT... --secret-file F --in FILE --seconds S
 //                      [--rewrite-from]
 //       Dials every peer as N and sends it every captured message that node N sent (to whichever
@@ -383,7 +384,13 @@ class peer_session {
 int capture(const options& o) {
   peer_session session(o);
   if (!session.start(true)) return 2;
-  session.run_for(o.seconds);
+  // Tell the harness when every member has dialed in and authenticated: <out>.ready.
+  const auto started = std::chrono::steady_clock::now();
+  session.wait_connected(std::chrono::milliseconds(static_cast<long>(o.seconds * 500)));
+  { std::ofstream ready(o.out_file + ".ready"); }
+  const double spent =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (spent < o.seconds) session.run_for(o.seconds - spent);
   const std::vector<transport::envelope> messages = session.captured();
   std::string summary = session.finish();
   std::string bytes;
