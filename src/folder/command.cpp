@@ -78,6 +78,7 @@ std::string encode_command(const command& value) {
     case command_kind::rename:
       w.str(value.target);
       w.u64(value.target_base_version);
+      w.u64(value.seen_index);
       break;
     case command_kind::mkdir:
     case command_kind::set_mode:
@@ -97,7 +98,7 @@ result<command> decode_command(std::string_view bytes, const command_limits& lim
   detail::byte_reader r(bytes);
   std::uint8_t version = r.u8();
   if (!r.ok()) return errc::malformed;
-  if (version != command_format_version) return errc::unsupported_version;
+  if (version != command_format_version && version != 1) return errc::unsupported_version;
   command c;
   std::uint8_t kind = r.u8();
   if (kind < 1 || kind > 11) return errc::malformed;
@@ -147,6 +148,7 @@ result<command> decode_command(std::string_view bytes, const command_limits& lim
     case command_kind::rename:
       c.target = r.str(limits.path_bytes_max);
       c.target_base_version = r.u64();
+      if (version >= 2) c.seen_index = r.u64();
       break;
     case command_kind::mkdir:
     case command_kind::set_mode:

@@ -52,8 +52,14 @@ result<std::optional<command>> chunked_upload::next() {
     c.chunk_index = index;
     if (auto ec = sm_->tree().read(commit_.path, index * chunk_bytes, chunk_bytes, c.content))
       return ec;
-    c.sha256 = sha256(c.content);
-    if (c.sha256 != commit_.chunk_hashes[index]) return errc::conflict;  // changed meanwhile
+    auto now = sm_->tree().lstat(commit_.path);
+    if (!now) return now.error();
+    const std::uint64_t expected =
+        std::min<std::uint64_t>(chunk_bytes, commit_.size_bytes - index * chunk_bytes);
+    if (!same_identity(identity_, *now) || identity_.ctime_ns != now->ctime_ns ||
+        c.content.size() != expected)
+      return errc::conflict;  // changed meanwhile
+    c.sha256 = commit_.chunk_hashes[index];
     c.sequence = sm_->next_sequence();
     ++position_;
     return std::optional<command>(std::move(c));
@@ -111,6 +117,19 @@ result<change_plan> change_reader::read_change(std::string_view path) {
     if (!is_missing(st.error()) && st.error() != make_error_code(errc::invalid_path))
       return st.error();
     if (cur != nullptr && !content_missing) append_removal(path, *cur, plan);
+    if (cur == nullptr) {
+      // A rename this node applied after the entry was already gone from its disk (deleted or
+      // renamed locally, the event read only now): the committed entry is at the rename's
+      // destination, which is absent here too — read that path, so the local delete reaches it.
+      auto moved = sm_.moves().find(path);
+      if (moved != sm_.moves().end()) {
+        const manifest_entry* dest = sm_.committed().find(moved->second.to);
+        auto there = io.lstat(moved->second.to);
+        if (dest != nullptr && dest->version == moved->second.index && !there &&
+            is_missing(there.error()))
+          return read_change(moved->second.to);
+      }
+    }
     return plan;
   }
   if (st->kind == file_kind::other) return plan;  // fifos, sockets, devices: not replicated
@@ -245,7 +264,7 @@ result<change_plan> change_reader::read_change(std::string_view path) {
   commit.size_bytes = hashes.size_bytes;
   commit.sha256 = hashes.sha256;
   commit.chunk_hashes = std::move(hashes.chunk_hashes);
-  plan.upload.emplace(chunked_upload(sm_, std::move(commit), std::move(changed)));
+  plan.upload.emplace(chunked_upload(sm_, std::move(commit), std::move(changed), before));
   return plan;
 }
 
@@ -269,6 +288,7 @@ result<change_plan> change_reader::read_rename(std::string_view from, std::strin
       c.target = std::string(to);
       const manifest_entry* dst = sm_.committed().find(to);
       c.target_base_version = dst != nullptr ? dst->version : 0;
+      c.seen_index = sm_.applied_index();
       plan.commands.push_back(std::move(c));
       return plan;
     }

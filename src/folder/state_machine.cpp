@@ -1,6 +1,7 @@
 #include "raftsync/folder/state_machine.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <optional>
 #include <unordered_map>
 
@@ -138,6 +139,18 @@ void state_machine::encode_state(std::string& out, bool with_local) const {
       w.u64(chunk.size_bytes);
     }
   }
+  // Added after format 1 shipped: a state without this section decodes with no move records.
+  w.u64(moves_.size());
+  for (const auto& [from, m] : moves_) {
+    w.str(from);
+    w.u64(m.from_version);
+    w.u64(m.from_origin);
+    w.u64(m.from_sequence);
+    w.str(m.to);
+    w.u64(m.index);
+    w.u64(m.rename_origin);
+    w.u64(m.rename_sequence);
+  }
 }
 
 result<replicated_state> decode_replicated_state(std::string_view bytes, std::uint64_t chunk_bytes,
@@ -180,6 +193,23 @@ result<replicated_state> decode_replicated_state(std::string_view bytes, std::ui
     }
     out.uploads[origin] = std::move(up);
   }
+  if (!r.done()) {
+    std::uint64_t moves = r.u64();
+    if (!r.ok() || moves > r.remaining() / 56 || moves > move_records_max) return errc::malformed;
+    for (std::uint64_t i = 0; i < moves; ++i) {
+      std::string from = r.str(4096);
+      move_record m;
+      m.from_version = r.u64();
+      m.from_origin = r.u64();
+      m.from_sequence = r.u64();
+      m.to = r.str(4096);
+      m.index = r.u64();
+      m.rename_origin = r.u64();
+      m.rename_sequence = r.u64();
+      if (!r.ok()) return errc::malformed;
+      out.moves[std::move(from)] = std::move(m);
+    }
+  }
   if (!r.done()) return errc::malformed;
   return out;
 }
@@ -190,6 +220,10 @@ std::error_code state_machine::decode_state(std::string_view bytes, bool with_lo
   manifest_ = std::move(decoded->files);
   seen_ = std::move(decoded->seen);
   uploads_ = std::move(decoded->uploads);
+  moves_ = std::move(decoded->moves);
+  moves_by_index_.clear();
+  for (const auto& [from, m] : moves_)
+    moves_by_index_.emplace(m.index, from);
   return {};
 }
 
@@ -301,12 +335,18 @@ std::error_code state_machine::install_replicated_state(
   manifest old_manifest = manifest_;
   auto old_seen = seen_;
   auto old_uploads = uploads_;
+  auto old_moves = moves_;
+  auto old_moves_by_index = moves_by_index_;
   if (auto ec = decode_state(bytes, false)) {
     manifest_ = std::move(old_manifest);
     seen_ = std::move(old_seen);
     uploads_ = std::move(old_uploads);
+    moves_ = std::move(old_moves);
+    moves_by_index_ = std::move(old_moves_by_index);
     return ec;
   }
+  replaced_recently_.clear();
+  replaced_order_.clear();
   for (auto& [path, entry] : manifest_.entries()) {
     auto st = tree_.lstat(path);
     manifest_entry* e = manifest_.find(path);
@@ -422,7 +462,10 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
     if (!r.needs_snapshot || w.path != r.path) missing_.erase(w.path);
   for (const auto& p : r.removed)
     missing_.erase(p);
-  if (r.status != apply_status::duplicate) dedupe_add(value.origin, value.sequence);
+  // A refused command has no effect, on the dedupe window neither: a forged (origin, huge
+  // sequence) with a bad path must not make that origin's real commands look like duplicates.
+  if (r.status != apply_status::duplicate && r.status != apply_status::rejected)
+    dedupe_add(value.origin, value.sequence);
   applied_index_ = index;
   dirty_ = true;
   return r;
@@ -436,6 +479,7 @@ apply_result state_machine::apply_command(std::uint64_t index, const command& c)
   r.sequence = c.sequence;
   r.own = c.origin == config_.self;
   r.path = c.path;
+  r.upload_id = c.upload_id;
   if (c.origin == 0) return rejected(std::move(r), errc::malformed, "origin 0");
   if (dedupe_seen(c.origin, c.sequence))
     return make_status(std::move(r), apply_status::duplicate, {},
@@ -444,29 +488,57 @@ apply_result state_machine::apply_command(std::uint64_t index, const command& c)
   std::string why;
   if (auto ec = validate_path(c.path, config_.rules, &why))
     return rejected(std::move(r), errc::invalid_path, "path \"" + c.path + "\": " + why);
+  // A command proposed against an entry that a concurrent rename (committed first) moved away
+  // takes effect where the entry is now: an edit, chmod or delete follows the file it was made to
+  // (docs/folder.md, "Concurrent changes"). Creations and renames do not follow.
+  command followed;
+  const command* cmd = &c;
   switch (c.kind) {
     case command_kind::write:
-      return do_write(index, c, std::move(r));
-    case command_kind::chunk:
-      return do_chunk(index, c, std::move(r));
-    case command_kind::chunk_ref:
-      return do_chunk_ref(index, c, std::move(r));
     case command_kind::commit:
-      return do_commit(index, c, std::move(r));
-    case command_kind::remove:
-      return do_remove(index, c, std::move(r));
-    case command_kind::rename:
-      return do_rename(index, c, std::move(r));
-    case command_kind::mkdir:
-      return do_mkdir(index, c, std::move(r));
-    case command_kind::rmdir:
-      return do_rmdir(index, c, std::move(r));
-    case command_kind::set_mode:
-      return do_set_mode(index, c, std::move(r));
-    case command_kind::set_mtime:
-      return do_set_mtime(index, c, std::move(r));
     case command_kind::symlink:
-      return do_symlink(index, c, std::move(r));
+    case command_kind::remove:
+    case command_kind::rmdir:
+    case command_kind::set_mode:
+    case command_kind::set_mtime:
+      if (auto to = follow_moves(c)) {
+        if (to->superseded)
+          return make_status(std::move(r), apply_status::superseded, {},
+                             "a later command of the same origin changed the path, which moved");
+        followed = c;
+        followed.path = std::move(to->path);
+        followed.base_version = to->base_version;
+        r.path = followed.path;
+        r.from_path = c.path;
+        cmd = &followed;
+      }
+      break;
+    default:
+      break;
+  }
+  switch (cmd->kind) {
+    case command_kind::write:
+      return do_write(index, *cmd, std::move(r));
+    case command_kind::chunk:
+      return do_chunk(index, *cmd, std::move(r));
+    case command_kind::chunk_ref:
+      return do_chunk_ref(index, *cmd, std::move(r));
+    case command_kind::commit:
+      return do_commit(index, *cmd, std::move(r));
+    case command_kind::remove:
+      return do_remove(index, *cmd, std::move(r));
+    case command_kind::rename:
+      return do_rename(index, *cmd, std::move(r));
+    case command_kind::mkdir:
+      return do_mkdir(index, *cmd, std::move(r));
+    case command_kind::rmdir:
+      return do_rmdir(index, *cmd, std::move(r));
+    case command_kind::set_mode:
+      return do_set_mode(index, *cmd, std::move(r));
+    case command_kind::set_mtime:
+      return do_set_mtime(index, *cmd, std::move(r));
+    case command_kind::symlink:
+      return do_symlink(index, *cmd, std::move(r));
   }
   return rejected(std::move(r), errc::malformed, "unknown command kind");
 }
@@ -498,6 +570,86 @@ bool state_machine::is_conflict(const command& c, const manifest_entry* current,
   if (current == nullptr || same_result) return false;
   if (current->kind == file_kind::directory) return true;
   return c.base_version != current->version && current->origin != c.origin;
+}
+
+std::optional<state_machine::followed_path> state_machine::follow_moves(const command& c) const {
+  if (c.base_version == 0) return std::nullopt;  // proposed as a creation: nothing to follow
+  // The entry the command was based on (or one its origin made itself) is still at the path.
+  const manifest_entry* cur = manifest_.find(c.path);
+  if (cur != nullptr && (cur->version == c.base_version || cur->origin == c.origin))
+    return std::nullopt;
+  // A move made by an earlier rename of the command's own origin: that node proposed the command
+  // knowing the entry had left the path (its scan re-reading the old name, say), so the command
+  // is about the path, not about the moved entry (the same-origin rule).
+  auto renamed_by_self = [&c](const move_record& m) {
+    return m.rename_origin == c.origin && m.rename_sequence < c.sequence;
+  };
+  auto it = moves_.find(c.path);
+  if (it == moves_.end() || renamed_by_self(it->second)) return std::nullopt;
+  const move_record& first = it->second;
+  followed_path out;
+  if (first.from_version != c.base_version) {
+    if (first.from_origin != c.origin) return std::nullopt;  // moved a version it never saw
+    // The moved entry was made by the command's own origin: after the command (superseded), or
+    // before it (the command is based on it even if it names an older version).
+    if (first.from_sequence > c.sequence) {
+      out.superseded = true;
+      return out;
+    }
+  }
+  out.path = first.to;
+  out.base_version = first.index;
+  // Later renames of the same entry continue its history. Every hop goes forward in the log
+  // (a record's index is above its from_version), so the walk ends; the bound is belt and braces.
+  for (std::size_t hops = 0; hops < moves_.size(); ++hops) {
+    const manifest_entry* e = manifest_.find(out.path);
+    if (e != nullptr && e->version == out.base_version) break;
+    auto next = moves_.find(out.path);
+    if (next == moves_.end() || next->second.from_version != out.base_version ||
+        renamed_by_self(next->second))
+      break;
+    out.path = next->second.to;
+    out.base_version = next->second.index;
+  }
+  return out;
+}
+
+void state_machine::record_move(const std::string& from, move_record record) {
+  auto it = moves_.find(from);
+  if (it != moves_.end()) {
+    moves_by_index_.erase({it->second.index, from});
+    it->second = std::move(record);
+  } else {
+    it = moves_.emplace(from, std::move(record)).first;
+  }
+  moves_by_index_.emplace(it->second.index, from);
+  // Oldest first (log index, then path): the same records are dropped on every node.
+  while (moves_.size() > move_records_max) {
+    auto oldest = moves_by_index_.begin();
+    moves_.erase(oldest->second);
+    moves_by_index_.erase(oldest);
+  }
+}
+
+void state_machine::note_replaced(const std::string& path, const manifest_entry& entry,
+                                  bool removed) {
+  constexpr std::size_t replaced_recently_max = 1024;
+  if (entry.kind == file_kind::directory || entry.local_inode == 0) return;
+  if (replaced_recently_.insert_or_assign(path, replaced_entry{entry, removed}).second)
+    replaced_order_.push_back(path);
+  while (replaced_order_.size() > replaced_recently_max) {
+    replaced_recently_.erase(replaced_order_.front());
+    replaced_order_.pop_front();
+  }
+}
+
+bool state_machine::is_replaced_version(std::string_view path, const file_stat& st) const {
+  auto it = replaced_recently_.find(path);
+  if (it == replaced_recently_.end()) return false;
+  const manifest_entry& e = it->second.entry;
+  // A rename keeps inode, size and mtime (not ctime).
+  return e.kind == st.kind && st.inode == e.local_inode && st.size_bytes == e.size_bytes &&
+         (st.kind == file_kind::symlink || st.mtime_ns == e.local_mtime_ns);
 }
 
 // ------------------------------------------------------------------------- local disk helpers
@@ -697,6 +849,7 @@ apply_result state_machine::do_write(std::uint64_t index, const command& c, appl
     }
     if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
   }
+  if (cur != nullptr && !conflict) note_replaced(target, *cur, false);
   put_entry(target, std::move(e));
   r.path = target;
   if (conflict)
@@ -752,26 +905,19 @@ apply_result state_machine::do_chunk_ref(std::uint64_t, const command& c, apply_
     return rejected(std::move(r), errc::malformed, "chunk index too large");
   if (auto ec = switch_upload(c.origin, c.upload_id))
     return failed(std::move(r), ec, "dropping an abandoned upload");
-  if (!verified(c.origin, c.upload_id, c.chunk_index, c.sha256)) {
-    // Not written by this process: the staging file (a restart since the push), or the committed
-    // file itself (a replay after the upload completed) may hold them.
-    auto bytes = read_chunk(c.origin, c.upload_id, c.chunk_index, c.size_bytes, c.sha256, c.path);
-    if (bytes) {
-      if (auto ec = stage_chunk(c.origin, c.upload_id, c.chunk_index, c.sha256, *bytes))
-        return failed(std::move(r), ec, "writing a staged chunk");
-    } else if (bytes.error() != make_error_code(errc::not_found)) {
-      return failed(std::move(r), bytes.error(), "reading a staged chunk");
-    }
-  }
   auto& up = uploads_[c.origin];
   up.upload_id = c.upload_id;
   up.chunks[c.chunk_index] = staged_chunk{c.sha256, c.size_bytes};
   return r;
 }
 
+std::error_code state_machine::sync_staging(node_id origin, std::uint64_t upload_id) {
+  return tree_.sync_file(staging_path(origin, upload_id));
+}
+
 std::error_code state_machine::stage_chunk(node_id origin, std::uint64_t upload_id,
                                            std::uint64_t chunk_index, const digest& sha256,
-                                           std::string_view bytes) {
+                                           std::string_view bytes, bool sync) {
   if (bytes.empty() || bytes.size() > config_.chunk_bytes ||
       chunk_index >= (std::uint64_t{1} << 24))
     return make_error_code(errc::malformed);
@@ -784,7 +930,8 @@ std::error_code state_machine::stage_chunk(node_id origin, std::uint64_t upload_
   }
   const std::string staging = staging_path(origin, upload_id);
   if (auto ec = tree_.write_at(staging, chunk_index * config_.chunk_bytes, bytes)) return ec;
-  if (auto ec = tree_.sync_file(staging)) return ec;
+  if (sync)
+    if (auto ec = tree_.sync_file(staging)) return ec;
   verified_staged_[{origin, upload_id, chunk_index}] = sha256;
   return {};
 }
@@ -881,23 +1028,26 @@ void state_machine::mark_unavailable(node_id origin, std::uint64_t upload_id,
   unavailable_.insert({origin, upload_id, chunk_index});
 }
 
-std::error_code state_machine::drop_stale_staging(node_id origin) {
+std::error_code state_machine::drop_stale_staging(node_id origin, std::uint64_t below) {
   const std::string prefix = std::string(upload_prefix) + std::to_string(origin) + "-";
   auto root = tree_.list("");
   if (!root) return root.error();
   auto live = uploads_.find(origin);
+  auto stale = [&](std::uint64_t upload_id) {
+    return upload_id < below && (live == uploads_.end() || live->second.upload_id != upload_id);
+  };
   for (const auto& e : *root) {
     if (e.kind != file_kind::regular || e.name.compare(0, prefix.size(), prefix) != 0) continue;
-    if (live != uploads_.end() && e.name == staging_path(origin, live->second.upload_id)) continue;
+    const std::string digits = e.name.substr(prefix.size());
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (!stale(std::strtoull(digits.c_str(), nullptr, 10))) continue;
     if (auto ec = tree_.unlink(e.name); ec && !is_missing(ec)) return ec;
   }
   std::erase_if(unavailable_, [&](const auto& key) {
-    return std::get<0>(key) == origin &&
-           (live == uploads_.end() || std::get<1>(key) != live->second.upload_id);
+    return std::get<0>(key) == origin && stale(std::get<1>(key));
   });
   std::erase_if(verified_staged_, [&](const auto& item) {
-    return std::get<0>(item.first) == origin &&
-           (live == uploads_.end() || std::get<1>(item.first) != live->second.upload_id);
+    return std::get<0>(item.first) == origin && stale(std::get<1>(item.first));
   });
   return {};
 }
@@ -1121,6 +1271,7 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
       if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
     }
   }
+  if (cur != nullptr && !conflict) note_replaced(target, *cur, false);
   put_entry(target, std::move(e));
   r.path = target;
   if (conflict)
@@ -1151,12 +1302,13 @@ apply_result state_machine::do_remove(std::uint64_t, const command& c, apply_res
       if (auto ec = sync_directory(parent_path(c.path)))
         return failed(std::move(r), ec, "fsync dir");
     } else if (!r.own) {
-      bool already = false;
-      bool keep = false;
-      if (auto ec = clear_way(c.path, nullptr, false, r, &already, &keep))
-        return failed(std::move(r), ec, "preserving a local edit");
+      // A local edit not proposed yet (or in flight): a delete needs no room, so it stays where
+      // it is, as a new uncommitted file — the edit wins over the delete, as it does when it
+      // commits first. Reported so that the facade proposes it.
+      r.preserved.push_back({c.path, c.path});
     }
   }
+  note_replaced(c.path, *cur, true);
   erase_entry(c.path);
   r.removed.push_back(c.path);
   return r;
@@ -1170,7 +1322,14 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
   if (is_same_or_below(c.target, c.path))
     return rejected(std::move(r), errc::invalid_path, "rename into its own subtree");
   const manifest_entry* src = manifest_.find(c.path);
-  if (src == nullptr) return ignored(std::move(r), "source not in the manifest");
+  if (src == nullptr) {
+    // A concurrent delete or rename of the source committed first (renames do not follow each
+    // other: the first committed one wins). On the renaming node the renamed entry is on disk.
+    if (r.own)
+      if (auto ec = settle_orphaned_rename(c, r))
+        return failed(std::move(r), ec, "settling the renamed entry");
+    return ignored(std::move(r), "source not in the manifest");
+  }
   if (src->origin == c.origin && src->sequence > c.sequence)
     return make_status(std::move(r), apply_status::superseded, {},
                        "a later command of the same origin changed the source");
@@ -1192,10 +1351,17 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
     return rejected(std::move(r), errc::conflict, "cannot create \"" + to + "\": " + why);
   if (auto ec = ensure_parents(index, c, to, r)) return failed(std::move(r), ec, "mkdir parents");
 
-  // Which moved entries are untouched on disk (their local identity may follow them); a moved
-  // local edit keeps no identity, so the next check hashes it and proposes it.
   std::vector<std::string> moved = manifest_.paths_below(c.path);
   moved.insert(moved.begin(), c.path);
+  if (r.own && dst == nullptr) {
+    auto st_src = tree_.lstat(c.path);
+    auto st_dst = tree_.lstat(to);
+    if (st_src && st_dst && st_src->kind == src->kind && st_dst->kind == src->kind)
+      if (auto ec = merge_own_rename(c, moved, r))
+        return failed(std::move(r), ec, "merging the renamed entry");
+  }
+  // Which moved entries are untouched on disk (their local identity may follow them); a moved
+  // local edit keeps no identity, so the next check hashes it and proposes it.
   std::set<std::string> untouched;
   for (const auto& from : moved) {
     const manifest_entry* e = manifest_.find(from);
@@ -1216,6 +1382,7 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
   auto st_from = tree_.lstat(c.path);
   if (!st_from && !is_missing(st_from.error()))
     return failed(std::move(r), st_from.error(), "lstat");
+  const bool moved_on_disk = st_from.has_value();
   if (st_from) {
     // Anything at the destination that is not the committed destination entry is a local edit.
     const digest* wanted = src->kind == file_kind::regular ? &src->sha256 : nullptr;
@@ -1242,13 +1409,27 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
       erase_entry(p);
     erase_entry(c.target);
   }
+  std::vector<std::pair<std::string, move_record>> records;
+  records.reserve(moved.size());
   for (const auto& from : moved) {
     manifest_entry e = *manifest_.find(from);
     std::string dest = to + from.substr(c.path.size());
     if (missing_.erase(from) != 0) missing_.insert(dest);
+    records.emplace_back(
+        from, move_record{e.version, e.origin, e.sequence, dest, index, c.origin, c.sequence});
+    const bool seen = e.version <= std::max(c.base_version, c.seen_index) ||
+                      (e.origin == c.origin && e.sequence < c.sequence);
     e.version = index;
-    e.origin = c.origin;
-    e.sequence = c.sequence;
+    // The rename's origin takes over only entries its proposer had seen: any version up to the
+    // index it had applied (seen_index; for a format-1 command only what base_version proves) or
+    // its own earlier change. An entry changed
+    // concurrently by another node keeps its author, so that a later command of the renaming
+    // origin proposed before it saw that change (an edit of the new name, say) is a conflict
+    // with it, not a silent overwrite — the same-origin rule below must not let it win.
+    if (seen) {
+      e.origin = c.origin;
+      e.sequence = c.sequence;
+    }
     erase_entry(from);
     auto st = tree_.lstat(dest);
     if (st && untouched.count(from) != 0) {
@@ -1256,9 +1437,16 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
       r.written.push_back({dest, *st, e.sha256});
     } else {
       remember_local_identity(e, file_stat{});
+      // A local edit of the source (not proposed yet, or in flight) moved along with it: it must be
+      // proposed at its new path (its in-flight proposal, if any, follows the move as well).
+      if (st && moved_on_disk && !r.own && e.kind != file_kind::directory)
+        r.preserved.push_back({from, dest});
     }
     put_entry(dest, std::move(e));
   }
+  // Forwarding addresses for commands proposed against the old paths (no I/O can fail below).
+  for (auto& [from, record] : records)
+    record_move(from, std::move(record));
   r.from_path = c.path;
   r.path = to;
   r.removed.push_back(c.path);
@@ -1267,6 +1455,102 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
                        "\"" + c.target + "\" changed since version " +
                            std::to_string(c.target_base_version) + "; renamed to \"" + to + "\"");
   return r;
+}
+
+std::error_code state_machine::merge_own_rename(const command& c,
+                                                const std::vector<std::string>& moved,
+                                                apply_result& r) {
+  for (const auto& from : moved) {
+    const manifest_entry* e = manifest_.find(from);
+    std::string dest = c.target + from.substr(c.path.size());
+    auto st_src = tree_.lstat(from);
+    if (!st_src) {
+      if (is_missing(st_src.error()) || st_src.error() == make_error_code(errc::invalid_path))
+        continue;  // the user's renamed copy at `dest` is the one
+      return st_src.error();
+    }
+    if (e->kind == file_kind::directory) {
+      if (st_src->kind != file_kind::directory) continue;
+      auto st_dest = tree_.lstat(dest);
+      if (!st_dest) {
+        if (!is_missing(st_dest.error())) return st_dest.error();
+        if (auto ec = tree_.mkdir(dest, e->mode)) return ec;
+        if (auto ec = sync_directory(parent_path(dest))) return ec;
+      }
+      continue;
+    }
+    // Only what an apply wrote moves; anything else at the source is a local entry for the scanner.
+    if (!same_local_identity(*e, *st_src)) continue;
+    auto st_dest = tree_.lstat(dest);
+    if (!st_dest && !is_missing(st_dest.error())) return st_dest.error();
+    // A directory (or anything under a non-directory) where the user's tree has the entry: leave
+    // both; the rename below and the scanner sort them out without losing either.
+    if (st_dest && st_dest->kind == file_kind::directory) continue;
+    if (!parent_path(dest).empty()) {
+      auto parent = tree_.lstat(parent_path(dest));
+      if (!parent || parent->kind != file_kind::directory) continue;
+    }
+    if (st_dest && !is_replaced_version(from, *st_dest)) {
+      // Edited after the rename: a local edit, preserved before the applied version replaces it.
+      bool already = false;
+      bool keep = false;
+      if (auto ec = clear_way(dest, nullptr, false, r, &already, &keep)) return ec;
+    }
+    if (auto ec = tree_.rename(from, dest)) return ec;
+    if (auto ec = sync_directory(parent_path(from))) return ec;
+    if (auto ec = sync_directory(parent_path(dest))) return ec;
+  }
+  // The source directories the applies recreated, deepest first, when empty (untracked local
+  // entries keep theirs; the scanner proposes them).
+  for (auto it = moved.rbegin(); it != moved.rend(); ++it) {
+    if (manifest_.find(*it)->kind != file_kind::directory) continue;
+    auto ec = tree_.rmdir(*it);
+    if (!ec) {
+      if (auto e2 = sync_directory(parent_path(*it))) return e2;
+    } else if (!is_missing(ec) && ec != std::errc::directory_not_empty &&
+               ec != std::errc::not_a_directory && ec != std::errc::file_exists) {
+      return ec;
+    }
+  }
+  return {};
+}
+
+std::error_code state_machine::settle_orphaned_rename(const command& c, apply_result& r) {
+  // This node's user already renamed `path` to `target` on disk. A committed destination is read
+  // as a local change of it, like any edit; an empty one needs nothing.
+  if (manifest_.find(c.target) != nullptr) return {};
+  auto st = tree_.lstat(c.target);
+  if (!st) {
+    if (is_missing(st.error()) || st.error() == make_error_code(errc::invalid_path)) return {};
+    return st.error();
+  }
+  auto gone = replaced_recently_.find(c.path);
+  if (gone != replaced_recently_.end() && gone->second.removed &&
+      is_replaced_version(c.path, *st)) {
+    const manifest_entry& e = gone->second.entry;
+    bool same = e.version == c.base_version || (e.origin == c.origin && e.sequence < c.sequence);
+    if (same && st->kind == file_kind::regular) {
+      auto h = hash_file(tree_, c.target, config_.chunk_bytes);
+      if (!h) return is_missing(h.error()) ? std::error_code{} : h.error();
+      same = h->sha256 == e.sha256;
+    } else if (same && st->kind == file_kind::symlink) {
+      auto link = tree_.readlink(c.target);
+      if (!link) return is_missing(link.error()) ? std::error_code{} : link.error();
+      same = *link == e.symlink_target;
+    }
+    if (same) {
+      // Another node deleted exactly what this node renamed: the delete wins, as it does when
+      // the rename commits first (the delete follows the move).
+      if (auto ec = tree_.unlink(c.target); ec && !is_missing(ec)) return ec;
+      if (auto ec = sync_directory(parent_path(c.target))) return ec;
+      r.removed.push_back(c.target);
+      return {};
+    }
+  }
+  // Changed since the rename, a directory, a source another rename moved first, or not
+  // recognisable: the renamed entry may hold what nobody else has. It is proposed as a new entry.
+  r.preserved.push_back({c.path, c.target});
+  return {};
 }
 
 apply_result state_machine::do_mkdir(std::uint64_t index, const command& c, apply_result r) {
@@ -1421,6 +1705,7 @@ apply_result state_machine::do_symlink(std::uint64_t index, const command& c, ap
     }
     if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");
   }
+  if (cur != nullptr && !conflict) note_replaced(target, *cur, false);
   put_entry(target, std::move(e));
   r.path = target;
   if (conflict)

@@ -193,6 +193,7 @@ class replicated_folder::impl {
   void on_tick();
   void on_retry_timer();
   void on_envelope(transport::envelope e);
+  bool forwarded_proposal_allowed(const raft::message& m);
   void on_watch_batch(std::vector<watch::fs_event> batch);
   void process_ready();
   void apply_entries(const std::vector<raft::entry>& entries);
@@ -229,8 +230,22 @@ class replicated_folder::impl {
     folder::command ref;  // the chunk_ref to propose once a quorum holds the bytes
     std::string bytes;    // kept for re-sends until then
     std::set<raft::node_id> acks;
+    bool self_staged = false;   // this node wrote its own copy into the staging file
+    bool self_durable = false;  // ... and fsynced it
     clock_type::time_point sent_at;
   };
+  // A staged chunk written but not fsynced yet; acknowledged (or counted, for our own) after the
+  // next sync_staged_chunks(), which covers every chunk written before it with one fdatasync
+  // per staging file.
+  struct unsynced_chunk {
+    raft::node_id from = 0;  // who pushed it (this node: our own upload)
+    std::uint64_t origin = 0, upload_id = 0, chunk_index = 0;
+    folder::digest sha256{};
+  };
+  void schedule_staging_sync();
+  void sync_staged_chunks();
+  void maybe_reference(std::uint64_t chunk_index);
+  std::error_code stage_own(pushed_chunk& p);
   struct chunk_fetch {
     folder::content_wanted want;
     std::set<raft::node_id> unavailable;  // peers that answered they do not have it
@@ -305,13 +320,20 @@ class replicated_folder::impl {
   // Large files travel as uploads: one at a time, chunks in a bounded window (continue_upload).
   std::optional<folder::chunked_upload> upload_;
   std::set<std::uint64_t> upload_in_flight_;  // own sequences of proposed, unapplied chunks
+  std::set<std::uint64_t> upload_inline_;     // ... of those, chunks with their bytes inline
   bool upload_commit_next_ = false;           // every chunk proposed; the commit is next
   std::optional<folder::command> held_commit_;
   std::deque<folder::chunked_upload> upload_queue_;
   std::map<std::uint64_t, pushed_chunk> pushing_;  // chunk index → pushed, not yet referenced
-  std::map<chunk_key, chunk_fetch> fetches_;       // a commit waits for these bytes
-  raft::node_id fetch_source_ = raft::no_node;     // the peer that served the last fetch
-  clock_type::time_point last_repair_{};           // last look at missing paths
+  std::vector<unsynced_chunk> unsynced_;
+  // The proposer normally keeps no copy of its own chunks (the file itself is the source; peers
+  // hold the staged bytes): it stages them too, counting towards the quorum, once a push went
+  // unacknowledged for proposal_retry (a peer is down) and in a cluster of one.
+  bool upload_self_stage_ = false;
+  bool staging_sync_scheduled_ = false;
+  std::map<chunk_key, chunk_fetch> fetches_;    // a commit waits for these bytes
+  raft::node_id fetch_source_ = raft::no_node;  // the peer that served the last fetch
+  clock_type::time_point last_repair_{};        // last look at missing paths
   // flush(all_applied): every member reports its applied index to the leader (app channel 3).
   std::map<raft::node_id, std::uint64_t> peer_applied_;
   std::uint64_t reported_applied_ = 0;
@@ -544,11 +566,38 @@ void replicated_folder::impl::on_tick() {
 void replicated_folder::impl::on_envelope(transport::envelope e) {
   if (stopped_) return;
   if (auto* m = std::get_if<raft::message>(&e.body)) {
+    if (m->type == raft::message_type::propose && !forwarded_proposal_allowed(*m)) return;
     if (!held_ready_) (void)node_->step(*m);
   } else {
     on_app_message(e.from, std::get<transport::app_message>(e.body));
   }
   process_ready();
+}
+
+// A follower forwards its own folder commands to the leader; nothing else may arrive that way. The
+// transport has authenticated m.from, so a command must name it as its origin: otherwise a peer
+// could forge another member's (origin, sequence) and make that member's later commands look like
+// duplicates (chaos bug 4). Membership changes are made on the leader only.
+bool replicated_folder::impl::forwarded_proposal_allowed(const raft::message& m) {
+  const bool member =
+      std::find(conf_.voters.begin(), conf_.voters.end(), m.from) != conf_.voters.end() ||
+      std::find(conf_.learners.begin(), conf_.learners.end(), m.from) != conf_.learners.end();
+  std::string why;
+  if (!member) why = "it is not a member";
+  for (const raft::entry& e : m.entries) {
+    if (!why.empty()) break;
+    if (e.type != raft::entry_type::normal) {
+      why = "it carries a membership change";
+    } else if (!e.data.empty()) {
+      auto cmd = folder::decode_command(e.data);
+      if (cmd && cmd->origin != m.from) {
+        why = fmt::format("a command names node {} as its origin", cmd->origin);
+      }
+    }
+  }
+  if (why.empty()) return true;
+  log(1, fmt::format("proposal forwarded by node {} refused: {}", m.from, why));
+  return false;
 }
 
 void replicated_folder::impl::process_ready() {
@@ -718,6 +767,7 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
       }
       pending_.erase(it);
     }
+    upload_inline_.erase(r.sequence);
     if (upload_ && upload_in_flight_.erase(r.sequence) != 0) {
       const bool failed =
           r.status == folder::apply_status::rejected || r.status == folder::apply_status::ignored;
@@ -733,7 +783,7 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
     }
   }
   if (r.kind == folder::command_kind::commit) {
-    if (std::error_code ec = machine_->drop_stale_staging(r.origin)) {
+    if (std::error_code ec = machine_->drop_stale_staging(r.origin, r.upload_id)) {
       log(1, fmt::format("removing stale staging files of node {}: {}", r.origin, ec.message()));
     }
   }
@@ -1224,22 +1274,26 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
   if (new_directory && scan_new_directories) detect_and_propose({directory}, true);
 }
 
-// Large files: one upload at a time with at most upload_window chunks in flight (pushed to the
-// peers or referenced in the log and not yet applied), so memory stays bounded by a few chunks
-// whatever the file size; the commit goes once every chunk applied. A chunk's bytes travel beside
-// the log (push_chunk); only its chunk_ref goes through Raft.
+// Large files: one upload at a time. At most push_window chunks' bytes are held in memory (pushed
+// to the peers, not yet durable on a quorum), so memory stays bounded by a few chunks whatever the
+// file size; their references (a few dozen bytes each) may be in flight in larger numbers, so the
+// log's commit latency does not throttle the transfer. The commit goes once every chunk applied.
 void replicated_folder::impl::continue_upload() {
-  constexpr std::size_t upload_window = 8;
+  constexpr std::size_t push_window = 8;
+  constexpr std::size_t reference_window = 256;
   while (true) {
     if (!upload_) {
       if (upload_queue_.empty()) return;
       upload_.emplace(std::move(upload_queue_.front()));
       upload_queue_.pop_front();
       upload_in_flight_.clear();
+      upload_inline_.clear();
+      upload_self_stage_ = false;
       upload_commit_next_ = false;
       held_commit_.reset();
     }
-    while (upload_in_flight_.size() + pushing_.size() < upload_window && !upload_commit_next_) {
+    while (pushing_.size() + upload_inline_.size() < push_window &&
+           upload_in_flight_.size() < reference_window && !upload_commit_next_) {
       auto next = upload_->next();
       if (!next) {
         // The file changed since it was hashed: read it afresh (a new upload).
@@ -1673,36 +1727,122 @@ std::vector<raft::node_id> replicated_folder::impl::member_peers() const {
 }
 
 void replicated_folder::impl::push_chunk(folder::command chunk) {
-  if (std::error_code ec = machine_->stage_chunk(config_.id, chunk.upload_id, chunk.chunk_index,
-                                                 chunk.sha256, chunk.content)) {
-    // This node cannot hold the bytes (disk full…): the chunk goes through the log instead, as
-    // an ordinary chunk command; whatever happens there is reported by its apply.
-    log(1, fmt::format("staging chunk {} of {} failed ({}); sending it through the log",
-                       chunk.chunk_index, chunk.path, ec.message()));
-    propose_command(std::move(chunk));
-    upload_in_flight_.insert(last_sequence_);
-    return;
-  }
   pushed_chunk p;
   p.bytes = std::move(chunk.content);
-  p.ref = std::move(chunk);
+  p.ref = chunk;
   p.ref.kind = folder::command_kind::chunk_ref;
   p.ref.size_bytes = p.bytes.size();
   p.ref.content.clear();
   p.sent_at = clock_type::now();
-  for (raft::node_id to : member_peers())
-    send_push(to, p);
-  const std::uint64_t index = p.ref.chunk_index;
-  pushing_[index] = std::move(p);
-  // A cluster of one (or one whose other members are learners) has its quorum already.
+  const std::vector<raft::node_id> peers = member_peers();
   const auto& voters = conf_.voters;
-  const bool self_voter = std::find(voters.begin(), voters.end(), config_.id) != voters.end();
-  if (self_voter && voters.size() == 1) {
-    folder::command ref = std::move(pushing_[index].ref);
-    pushing_.erase(index);
-    propose_command(std::move(ref));
-    upload_in_flight_.insert(last_sequence_);
+  const bool peers_cannot_make_quorum =
+      voters.size() / 2 + 1 >
+      static_cast<std::size_t>(std::count_if(voters.begin(), voters.end(),
+                                             [&](raft::node_id id) { return id != config_.id; }));
+  if (upload_self_stage_ || peers_cannot_make_quorum) {
+    if (std::error_code ec = stage_own(p)) {
+      // This node cannot hold the bytes (disk full…): the chunk goes through the log instead, as
+      // an ordinary chunk command; whatever happens there is reported by its apply.
+      log(1, fmt::format("staging chunk {} of {} failed ({}); sending it through the log",
+                         chunk.chunk_index, chunk.path, ec.message()));
+      chunk.content = std::move(p.bytes);
+      propose_command(std::move(chunk));
+      upload_in_flight_.insert(last_sequence_);
+      upload_inline_.insert(last_sequence_);  // holds its bytes (in the log) until applied
+      return;
+    }
   }
+  for (raft::node_id to : peers)
+    send_push(to, p);
+  pushing_[p.ref.chunk_index] = std::move(p);
+}
+
+std::error_code replicated_folder::impl::stage_own(pushed_chunk& p) {
+  if (p.self_staged) return {};
+  if (std::error_code ec = machine_->stage_chunk(config_.id, p.ref.upload_id, p.ref.chunk_index,
+                                                 p.ref.sha256, p.bytes, false)) {
+    return ec;
+  }
+  p.self_staged = true;
+  unsynced_.push_back({config_.id, config_.id, p.ref.upload_id, p.ref.chunk_index, p.ref.sha256});
+  schedule_staging_sync();
+  return {};
+}
+
+// Posted: runs after the messages already queued on the strand, so one fdatasync covers every
+// chunk that arrived meanwhile (instead of one per chunk, which bounded a large file's speed by
+// the disk's sync latency).
+void replicated_folder::impl::schedule_staging_sync() {
+  if (staging_sync_scheduled_) return;
+  staging_sync_scheduled_ = true;
+  asio::post(*strand_, [this] {
+    staging_sync_scheduled_ = false;
+    if (!stopped_) sync_staged_chunks();
+  });
+}
+
+void replicated_folder::impl::sync_staged_chunks() {
+  std::vector<unsynced_chunk> chunks = std::move(unsynced_);
+  unsynced_.clear();
+  std::set<std::pair<std::uint64_t, std::uint64_t>> failed;
+  std::set<std::pair<std::uint64_t, std::uint64_t>> synced;
+  for (const unsynced_chunk& c : chunks) {
+    const auto key = std::make_pair(c.origin, c.upload_id);
+    if (synced.count(key) != 0 || failed.count(key) != 0) continue;
+    if (std::error_code ec = machine_->sync_staging(c.origin, c.upload_id)) {
+      log(1, fmt::format("syncing staged chunks of upload {} from node {} failed: {}", c.upload_id,
+                         c.origin, ec.message()));
+      failed.insert(key);  // not acknowledged: the proposer re-sends, or the commit fetches
+    } else {
+      synced.insert(key);
+    }
+  }
+  bool own = false;
+  for (const unsynced_chunk& c : chunks) {
+    if (failed.count({c.origin, c.upload_id}) != 0) continue;
+    if (c.from == config_.id) {
+      auto it = pushing_.find(c.chunk_index);
+      if (upload_ && upload_->upload_id() == c.upload_id && it != pushing_.end() &&
+          it->second.ref.sha256 == c.sha256) {
+        it->second.self_durable = true;
+        own = true;
+      }
+      continue;
+    }
+    transport::app_message ack;
+    ack.channel = content_channel;
+    ack.payload = encode_content(2, c.origin, c.upload_id, c.chunk_index, c.sha256);
+    transport_->send(transport::envelope{config_.id, c.from, std::move(ack)});
+  }
+  if (own) {
+    std::vector<std::uint64_t> indices;
+    for (const auto& [index, p] : pushing_)
+      indices.push_back(index);
+    for (std::uint64_t index : indices)
+      maybe_reference(index);
+    continue_upload();
+    process_ready();
+  }
+}
+
+// Proposes a pushed chunk's reference once a quorum of voters holds its bytes durably.
+void replicated_folder::impl::maybe_reference(std::uint64_t chunk_index) {
+  auto it = pushing_.find(chunk_index);
+  if (it == pushing_.end()) return;
+  const auto& voters = conf_.voters;
+  std::size_t holders = 0;
+  if (it->second.self_durable &&
+      std::find(voters.begin(), voters.end(), config_.id) != voters.end()) {
+    ++holders;
+  }
+  for (raft::node_id id : it->second.acks)
+    if (std::find(voters.begin(), voters.end(), id) != voters.end()) ++holders;
+  if (holders < voters.size() / 2 + 1) return;
+  folder::command ref = std::move(it->second.ref);
+  pushing_.erase(it);
+  propose_command(std::move(ref));
+  upload_in_flight_.insert(last_sequence_);
 }
 
 void replicated_folder::impl::send_push(raft::node_id to, const pushed_chunk& p) {
@@ -1717,6 +1857,16 @@ void replicated_folder::impl::resend_pushes() {
   const auto now = clock_type::now();
   for (auto& [index, p] : pushing_) {
     if (now - p.sent_at < config_.proposal_retry) continue;
+    // A peer does not acknowledge (down, cut off, disk full): count this node's own copy from now
+    // on, for this chunk and the rest of the upload.
+    if (!upload_self_stage_) {
+      log(2, fmt::format("a peer does not acknowledge chunks of {}; staging them here too",
+                         p.ref.path));
+      upload_self_stage_ = true;
+    }
+    if (std::error_code ec = stage_own(p)) {
+      log(1, fmt::format("staging chunk {} of {} failed: {}", index, p.ref.path, ec.message()));
+    }
     p.sent_at = now;
     for (raft::node_id to : member_peers())
       if (p.acks.count(to) == 0) send_push(to, p);
@@ -1843,13 +1993,15 @@ void replicated_folder::impl::on_content_message(raft::node_id from,
                            p->origin != from ? "it names another origin" : "hash mismatch"));
         return;
       }
-      if (std::error_code ec =
-              machine_->stage_chunk(p->origin, p->upload_id, p->chunk_index, p->sha256, p->rest)) {
+      if (std::error_code ec = machine_->stage_chunk(p->origin, p->upload_id, p->chunk_index,
+                                                     p->sha256, p->rest, false)) {
         log(1, fmt::format("staging chunk {} of upload {} from node {} failed: {}", p->chunk_index,
                            p->upload_id, from, ec.message()));
         return;
       }
-      reply(2);
+      // Acknowledged once durable (batched: sync_staged_chunks).
+      unsynced_.push_back({from, p->origin, p->upload_id, p->chunk_index, p->sha256});
+      schedule_staging_sync();
       return;
     }
     case 2: {  // a member holds a chunk we pushed
@@ -1857,16 +2009,7 @@ void replicated_folder::impl::on_content_message(raft::node_id from,
       auto it = pushing_.find(p->chunk_index);
       if (it == pushing_.end() || it->second.ref.sha256 != p->sha256) return;
       it->second.acks.insert(from);
-      const auto& voters = conf_.voters;
-      std::size_t holders =
-          std::find(voters.begin(), voters.end(), config_.id) != voters.end() ? 1 : 0;
-      for (raft::node_id id : it->second.acks)
-        if (std::find(voters.begin(), voters.end(), id) != voters.end()) ++holders;
-      if (holders < voters.size() / 2 + 1) return;
-      folder::command ref = std::move(it->second.ref);
-      pushing_.erase(it);
-      propose_command(std::move(ref));
-      upload_in_flight_.insert(last_sequence_);
+      maybe_reference(p->chunk_index);
       continue_upload();
       return;
     }

@@ -159,6 +159,9 @@ TEST_CASE("bad flags are refused with a clear error", "[e2e]") {
   REQUIRE(out.find("--id needs a positive integer") != std::string::npos);
 }
 
+// A node whose disk was replaced comes back the safe way (docs/user-guide.md): removed from the
+// membership, emptied, started with --join and added again — it must not vote or count as a
+// voter with a log it no longer has.
 TEST_CASE("a wiped node rejoins through a folder snapshot and ends identical", "[e2e][snapshot]") {
   process_cluster cluster(RAFTSYNC_NODE_BINARY, 3, "wipe");
   const std::vector<std::string> small_log = {"--snapshot-entries", "20"};
@@ -175,14 +178,28 @@ TEST_CASE("a wiped node rejoins through a folder snapshot and ends identical", "
   cluster.kill(3, SIGKILL);
   fs::remove_all(cluster.folder(3));
   fs::create_directories(cluster.folder(3));
+  int leader = 0;
+  REQUIRE(wait_until(
+      [&] {
+        leader = cluster.wait_leader();
+        return leader == 1 || leader == 2;
+      },
+      30s));
+  REQUIRE(cluster.control(leader, "remove-node", nullptr, "--node 3") == 0);
   // Enough new entries that the log no longer reaches back to what node 3 would need.
   for (int i = 0; i < 1200; ++i) {
     write_file(cluster.folder(1 + i % 2) / "after" / ("g" + std::to_string(i % 40)),
                "version " + std::to_string(i));
   }
   REQUIRE(cluster.control(1, "flush", nullptr, "--timeout-ms 60000") == 0);
-  cluster.start(3, small_log);
+  std::vector<std::string> join = small_log;
+  join.push_back("--join");
+  cluster.start(3, join);
   REQUIRE(cluster.wait_ready(3));
+  leader = cluster.wait_leader();
+  REQUIRE((leader == 1 || leader == 2));
+  REQUIRE(cluster.control(leader, "add-node", nullptr,
+                          "--node 3=127.0.0.1:" + std::to_string(cluster.port(3))) == 0);
   require_converged(cluster, 120s);
   REQUIRE(read_file(cluster.folder(3) / "before" / "f7") == "7");
 }

@@ -154,7 +154,7 @@ TEST_CASE("a local edit not yet proposed is preserved before an apply overwrites
   CHECK(commands[0].base_version == 0);
 }
 
-TEST_CASE("a local edit is preserved before a delete and before a rename over it",
+TEST_CASE("a local edit survives a delete in place and is preserved before a rename over it",
           "[folder][conflict][local]") {
   node a(1);
   replicated_log l;
@@ -170,10 +170,16 @@ TEST_CASE("a local edit is preserved before a delete and before a rename over it
   rename.target_base_version = 3;
   l.append(rename);
   auto rs = l.catch_up(a);
+  // A delete needs no room: the edit stays, now an uncommitted new file that is proposed.
   REQUIRE(rs[0].preserved.size() == 1);
+  CHECK(rs[0].preserved[0].copy_path == "del.txt");
+  CHECK(a.sm->committed().find("del.txt") == nullptr);
+  CHECK(a.io->content("del.txt") == "edited before delete");
+  auto recreate = a.changes("del.txt");
+  REQUIRE(recreate.size() == 1);
+  CHECK(recreate[0].kind == command_kind::write);
+  CHECK(recreate[0].base_version == 0);
   REQUIRE(rs[1].preserved.size() == 1);
-  CHECK_FALSE(a.io->exists("del.txt"));
-  CHECK(a.io->content(rs[0].preserved[0].copy_path) == "edited before delete");
   CHECK(a.io->content("dst.txt") == "src");
   CHECK(a.io->content(rs[1].preserved[0].copy_path) == "edited before rename over");
 }

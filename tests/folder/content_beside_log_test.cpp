@@ -104,6 +104,8 @@ TEST_CASE("a large file travels beside the log and a node that missed the push f
     for (const auto& r : catch_up_fetching(log, *n, a, &fetches)) {
       INFO(r.reason);
       CHECK(r.status == apply_status::applied);
+      // Only the commit puts the file in place (what on_applied callbacks report).
+      CHECK(r.changed_tree() == (r.kind == command_kind::commit));
     }
   }
   CHECK(fetches == 0);  // both held every chunk already
@@ -217,11 +219,18 @@ TEST_CASE("pushed chunks of an upload that was never referenced are removed", "[
   const std::string final_content = pattern(3 * chunk, 'v');
   a.io->user_write("big.bin", final_content);
   replicated_log log;
-  log.append(push_upload(a, "big.bin", {&a, &b}));
+  std::vector<command> final_upload = push_upload(a, "big.bin", {&a, &b});
+  const std::uint64_t commands_upload_id = final_upload.back().upload_id;
+  log.append(final_upload);
   std::size_t fetches = 0;
-  catch_up_fetching(log, b, a, &fetches);
-  REQUIRE_FALSE(b.sm->drop_stale_staging(1));
+  const std::vector<apply_result> results = catch_up_fetching(log, b, a, &fetches);
+  CHECK(results.back().upload_id == commands_upload_id);
+  // A newer upload's early pushes survive the cleanup after the previous commit.
+  const std::string newer_staging = upload_staging_path(1, commands_upload_id + 1000);
+  REQUIRE_FALSE(b.io->write_at(newer_staging, 0, "early push"));
+  REQUIRE_FALSE(b.sm->drop_stale_staging(1, commands_upload_id));
   CHECK_FALSE(b.io->exists(abandoned_staging));
+  CHECK(b.io->exists(newer_staging));
   CHECK(b.io->content("big.bin") == final_content);
 }
 
@@ -291,4 +300,28 @@ TEST_CASE("a missing path nobody can serve stays missing without blocking",
   }
   CHECK_FALSE(c.sm->needs_snapshot());
   CHECK(c.io->content("big.bin") == "small now");
+}
+
+TEST_CASE("a large file changed during its upload is noticed without re-hashing every chunk",
+          "[folder][chunks]") {
+  node a(1, chunk);
+  const std::string big = pattern(6 * chunk, 'w');
+  a.io->user_write("big.bin", big);
+  auto plan = a.reader->read_change("big.bin");
+  REQUIRE(plan.has_value());
+  REQUIRE(plan->upload.has_value());
+  auto first = plan->upload->next();
+  REQUIRE(first.has_value());
+  REQUIRE(first->has_value());
+  CHECK((*first)->sha256 == sha256(big.substr(0, chunk)));
+  // An edit in place after the stable read, even one that keeps the size and restores the mtime:
+  // the ctime moves, so the next chunk is refused instead of being sent with a stale hash.
+  const std::int64_t mtime = a.io->lstat("big.bin")->mtime_ns;
+  std::string edited = big;
+  edited[3 * chunk] ^= 1;
+  a.io->user_write("big.bin", edited);
+  REQUIRE_FALSE(a.io->set_mtime("big.bin", mtime));
+  auto second = plan->upload->next();
+  REQUIRE_FALSE(second.has_value());
+  CHECK(second.error() == make_error_code(errc::conflict));
 }

@@ -55,9 +55,19 @@ struct cluster {
       case 3:
         (void)remove_all(*n.io, path);
         break;
-      case 4:
-        (void)n.io->rename(path, random_path());
+      case 4: {
+        std::string to = random_path();
+        if (n.io->rename(path, to)) break;
+        // Half the time the rename is proposed as one (as the facade does on a watcher rename
+        // event), so concurrent renames, stale bases and moved edits meet in every order.
+        if (pick(2) == 0) {
+          auto plan = n.reader->read_rename(path, to);
+          if (plan)
+            for (auto& c : node::flatten(std::move(*plan)))
+              pending[n.sm->config().self - 1].push_back(std::move(c));
+        }
         break;
+      }
       case 5:
         (void)n.io->chmod(path, pick(2) ? 0600 : 0644);
         break;

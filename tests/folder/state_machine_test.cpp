@@ -369,3 +369,19 @@ TEST_CASE("deferred directory syncs happen in persist, before the state file",
   eager.sm->apply(1, make_write(2, 1, "d/f", "x"));
   CHECK(eager.io->dir_sync_count() > eager_before);
 }
+
+// Chaos bug 4: a forged command with a huge sequence and a refused path silenced its origin.
+TEST_CASE("a refused command does not make later commands of its origin duplicates",
+          "[folder][apply][path]") {
+  node n(1);
+  command forged = make_write(3, std::uint64_t{1} << 62, "../escape.txt", "x");
+  auto refused = n.sm->apply(1, encode_command(forged));
+  REQUIRE(refused.status == apply_status::rejected);
+  command real = make_write(3, 7, "after.txt", "from node 3");
+  auto applied = n.sm->apply(2, encode_command(real));
+  INFO(applied.reason);
+  CHECK(applied.status == apply_status::applied);
+  CHECK(n.io->content("after.txt") == "from node 3");
+  // A command that did take effect still deduplicates its retries.
+  CHECK(n.sm->apply(3, encode_command(real)).status == apply_status::duplicate);
+}

@@ -20,6 +20,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "raftsync/folder/command.hpp"
 #include "raftsync/folder/sha256.hpp"
 #include "raftsync/replicated_folder.hpp"
 #include "raftsync/transport/tcp_transport.hpp"
@@ -286,6 +287,25 @@ TEST_CASE("hostile content and snapshot messages from an authenticated peer are 
       UNSCOPED_INFO(line);
   }
   REQUIRE(answered);
+  // A forwarded proposal from the non-member, carrying a valid command in member 3's name with a
+  // huge sequence (chaos bug 4): refused before it reaches the log.
+  {
+    raftsync::folder::command forged;
+    forged.kind = raftsync::folder::command_kind::write;
+    forged.origin = 3;
+    forged.sequence = std::uint64_t{1} << 62;
+    forged.path = "forged.txt";
+    forged.content = "forged";
+    raftsync::raft::message propose;
+    propose.type = raftsync::raft::message_type::propose;
+    propose.from = 1;
+    propose.to = 2;
+    raftsync::raft::entry e;
+    e.data = raftsync::folder::encode_command(forged);
+    propose.entries.push_back(std::move(e));
+    (*peer)->send(raftsync::transport::envelope{1, 2, std::move(propose)});
+  }
+  REQUIRE(wait_until([&] { return c.logged("proposal forwarded by node 1 refused"); }, 10s));
   {
     std::lock_guard lock(mutex);
     int not_here = 0, served = 0;
@@ -305,6 +325,7 @@ TEST_CASE("hostile content and snapshot messages from an authenticated peer are 
   (*peer)->stop();
   // Nothing was written outside any root, and the cluster still serves writes.
   CHECK_FALSE(fs::exists(c.base / "etc"));
+  CHECK(c.nowhere("forged.txt"));
   REQUIRE_FALSE(c.node(3).write_file("after.txt", "still serving"));
   REQUIRE(wait_until([&] { return c.everywhere("after.txt", "still serving"); }, 10s));
 }

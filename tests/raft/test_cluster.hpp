@@ -264,6 +264,24 @@ class cluster {
     a.node->check_invariants();
   }
 
+  // The node's disk is replaced or wiped: it restarts under its id with empty storage,
+  // bootstrapped with `initial` (what the node program does when started without --join).
+  void wipe(node_id id, const conf_state& initial) {
+    app_node& a = app(id);
+    a.node.reset();
+    a.storage = memory_storage();
+    a.storage.bootstrap(initial);
+    a.applied.clear();
+    a.snapshot_data.clear();
+    a.incoming.clear();
+    a.down = false;
+    config cfg = a.cfg;
+    cfg.applied = 0;
+    auto n = raw_node::create(cfg, a.storage);
+    REQUIRE(n);
+    a.node.emplace(std::move(*n));
+  }
+
   // The application snapshots its state at `index` (<= applied) and compacts the log to it.
   void compact(node_id id, std::uint64_t index) {
     app_node& a = app(id);

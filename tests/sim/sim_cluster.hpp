@@ -664,9 +664,18 @@ class cluster {
     if (!ok()) return false;
     const std::uint64_t start_tick = ticks_;
     if (!run_until([&] { return leader() != raft::no_node; }, leader_ticks)) {
-      if (ok())
+      if (ok()) {
+        std::string nodes;
+        for (auto& [id, n] : nodes_) {
+          if (!n->raft) continue;
+          const auto st = n->raft->status();
+          nodes += " node " + std::to_string(id) + ": " + to_string(st.soft.role) + " term " +
+                   std::to_string(st.hard.term) + " last " + std::to_string(st.last_index) +
+                   " voters " + std::to_string(st.conf.voters.size()) + ";";
+        }
         violation("liveness: no leader within " + std::to_string(leader_ticks) +
-                  " ticks after faults healed");
+                  " ticks after faults healed;" + nodes);
+      }
       return false;
     }
     // A marker proposed at the leader; proposed again (as a new marker) while it is dropped or

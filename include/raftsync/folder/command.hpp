@@ -7,7 +7,7 @@
 // proposer's UTC clock at proposal time (timestamp_ns, the only clock conflict names use, so
 // every node derives the same conflict name).
 //
-// Wire format (version 1, little endian), see docs/folder.md for the full table:
+// Wire format (version 2, little endian), see docs/folder.md for the full table:
 //   u8 format_version(=1) | u8 kind | u64 origin | u64 sequence | u64 base_version |
 //   i64 timestamp_ns | str path | kind-specific fields
 // where str = u32 length + bytes and blob = u64 length + bytes.
@@ -25,7 +25,8 @@ namespace raftsync::folder {
 
 using node_id = std::uint64_t;
 
-inline constexpr std::uint8_t command_format_version = 1;
+// Version 2 added `seen_index` to rename; version 1 entries (in logs written before) still decode.
+inline constexpr std::uint8_t command_format_version = 2;
 
 enum class command_kind : std::uint8_t {
   write = 1,      // a regular file's whole content (size <= chunk_bytes): create or modify
@@ -59,6 +60,9 @@ struct command {
   std::string content;        // write: the whole file; chunk: this chunk's bytes
   std::string target;         // rename: destination path; symlink: the link's target text
   std::uint64_t target_base_version = 0;  // rename: version of `target` the proposer saw
+  // rename: the proposer's applied index when it proposed (0 = unknown, format 1): every moved
+  // entry whose version is at most this was seen by the proposer (docs/folder.md).
+  std::uint64_t seen_index = 0;
 
   std::uint64_t upload_id = 0;  // chunk, chunk_ref, commit: the proposer's upload (one per origin)
   std::uint64_t chunk_index = 0;  // chunk, chunk_ref: which chunk (offset = index * chunk_bytes)

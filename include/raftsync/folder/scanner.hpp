@@ -28,9 +28,11 @@ namespace raftsync::folder {
 
 // Streams the commands of one large-file proposal: chunk commands for the chunks the committed
 // content lacks, then the commit. Each next() reads one chunk from the working file and checks
-// it still has the hash measured by the stable read; if the file changed in between, next()
-// returns errc::conflict and the caller should read_change() the path again (a new upload
-// abandons this one on every node, see docs/folder.md).
+// the file is still the one the stable read hashed (same inode, size, mtime and ctime — any write
+// changes the ctime — so the chunk need not be hashed again; receivers verify every chunk against
+// its hash anyway); if the file changed in between, next() returns errc::conflict and the caller
+// should read_change() the path again (a new upload abandons this one on every node, see
+// docs/folder.md).
 class chunked_upload {
  public:
   // The next command to propose, or std::nullopt after the commit was returned.
@@ -44,11 +46,13 @@ class chunked_upload {
 
  private:
   friend class change_reader;
-  chunked_upload(state_machine& sm, command commit, std::vector<std::uint64_t> changed)
-      : sm_(&sm), commit_(std::move(commit)), changed_(std::move(changed)) {}
+  chunked_upload(state_machine& sm, command commit, std::vector<std::uint64_t> changed,
+                 file_stat identity)
+      : sm_(&sm), commit_(std::move(commit)), changed_(std::move(changed)), identity_(identity) {}
   state_machine* sm_;
   command commit_;                      // the final commit (all fields set but sequence)
   std::vector<std::uint64_t> changed_;  // chunk indices to send, ascending
+  file_stat identity_;                  // the file as the stable read saw it
   std::size_t position_ = 0;
   bool committed_ = false;
 };

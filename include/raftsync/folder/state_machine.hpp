@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -111,9 +112,11 @@ struct apply_result {
   command_kind kind = command_kind::write;
   node_id origin = 0;
   std::uint64_t sequence = 0;
-  bool own = false;       // origin == config.self: this node proposed it
-  std::string path;       // the path that changed (the conflict copy when status == conflict)
-  std::string from_path;  // rename: the source path
+  bool own = false;  // origin == config.self: this node proposed it
+  std::string path;  // the path that changed (the conflict copy when status == conflict)
+  // rename: the source path; a command that followed a concurrent rename of its path (see
+  // docs/folder.md): the path it was proposed for (`path` is where it took effect).
+  std::string from_path;
   std::vector<written_entry> written;     // entries written into the tree by this apply
   std::vector<std::string> removed;       // entries removed from the tree by this apply
   std::vector<preserved_edit> preserved;  // local edits moved aside (see class comment)
@@ -122,10 +125,14 @@ struct apply_result {
   // correct; the path is absent from this node's tree and listed in missing_paths() until a later
   // command rewrites it or a folder snapshot is installed. See docs/folder.md.
   bool needs_snapshot = false;
+  std::uint64_t upload_id = 0;         // chunk, chunk_ref, commit: the command's upload
   std::vector<content_wanted> wanted;  // awaiting_content: chunks to fetch (at most 64 at once)
 
+  // The apply changed what a user sees (chunks of an upload only fill its staging file; the
+  // commit is what puts the file in place).
   bool changed_tree() const noexcept {
-    return status == apply_status::applied || status == apply_status::conflict;
+    return (status == apply_status::applied || status == apply_status::conflict) &&
+           kind != command_kind::chunk && kind != command_kind::chunk_ref;
   }
 };
 
@@ -145,11 +152,31 @@ struct upload_state {
   friend bool operator==(const upload_state&, const upload_state&) = default;
 };
 
+// Where a rename moved an entry: the forwarding address that lets a command proposed against the
+// entry's old path and version (concurrently with the rename) follow it (docs/folder.md,
+// "Concurrent changes"). Replicated state; the most recent `move_records_max` records are kept (by
+// log index).
+struct move_record {
+  std::uint64_t from_version = 0;  // the moved entry's version before the move
+  node_id from_origin = 0;         // and the origin / sequence it had then
+  std::uint64_t from_sequence = 0;
+  std::string to;           // its path after the move
+  std::uint64_t index = 0;  // the rename's log index (the entry's version at `to`)
+  // The rename's origin and sequence: a later command of that origin naming the old path was
+  // proposed knowing the entry had moved away, so it does not follow it.
+  node_id rename_origin = 0;
+  std::uint64_t rename_sequence = 0;
+  friend bool operator==(const move_record&, const move_record&) = default;
+};
+inline constexpr std::size_t move_records_max = 4096;
+using move_map = std::map<std::string, move_record, std::less<>>;  // keyed by the old path
+
 // The replicated state as a value (what snapshots carry).
 struct replicated_state {
   manifest files;
   std::map<node_id, std::set<std::uint64_t>> seen;  // dedupe windows
   std::map<node_id, upload_state> uploads;
+  move_map moves;  // the latest move out of each path (bounded, see move_record)
 };
 // Decodes encode_replicated_state() bytes (with_local = false) or the state file's body (true).
 // errc::malformed on any inconsistency, errc::invalid_config when chunk_bytes differs.
@@ -190,6 +217,8 @@ class state_machine {
   std::uint64_t persisted_index() const noexcept { return persisted_index_; }
   const manifest& committed() const noexcept { return manifest_; }
   const std::map<node_id, upload_state>& uploads() const noexcept { return uploads_; }
+  // Forwarding addresses of recently moved entries (replicated; see move_record).
+  const move_map& moves() const noexcept { return moves_; }
   const state_machine_config& config() const noexcept { return config_; }
   folder_io& tree() noexcept { return tree_; }
   // Committed paths whose content this node could not build (see apply_result::needs_snapshot).
@@ -199,11 +228,14 @@ class state_machine {
 
   // --- content beside the log (chunk_ref commands, docs/folder.md "Large files") ---
   // Writes a chunk's bytes into the staging file of (origin, upload_id) at chunk_index *
-  // chunk_bytes and makes them durable (fdatasync). The caller has checked sha256(bytes) ==
-  // `sha256`; the chunk is remembered as verified for this process's lifetime, so its chunk_ref
-  // and commit need not read it back. Not replicated state: a chunk_ref applied later records it.
+  // chunk_bytes and (sync) makes them durable (fdatasync). The caller has checked sha256(bytes)
+  // == `sha256`; the chunk is remembered as verified for this process's lifetime, so its
+  // chunk_ref and commit need not read it back. Not replicated state: a chunk_ref applied later
+  // records it. With sync = false, call sync_staging() before treating the bytes as durable (one
+  // fdatasync for many chunks).
   std::error_code stage_chunk(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index,
-                              const digest& sha256, std::string_view bytes);
+                              const digest& sha256, std::string_view bytes, bool sync = true);
+  std::error_code sync_staging(node_id origin, std::uint64_t upload_id);
   // The bytes of a chunk for a peer that lacks them: from the staging file of (origin, upload_id)
   // or, once the upload committed, from `path` at the same offset; verified against `sha256`.
   // errc::not_found when this node does not have them either.
@@ -223,9 +255,10 @@ class state_machine {
   // path; returns what it wrote (echo suppression as for applies). Local: the replicated state is
   // unchanged.
   result<std::vector<written_entry>> repair_missing();
-  // Removes staging files of `origin` that no live upload owns (pushed chunks of an upload its
-  // proposer abandoned before referencing them). Local.
-  std::error_code drop_stale_staging(node_id origin);
+  // Removes staging files of `origin` with an upload id below `below` that no live upload owns
+  // (pushed chunks of an upload its proposer abandoned before referencing them; upload ids of an
+  // origin only grow, so a newer upload's early pushes are kept). Local.
+  std::error_code drop_stale_staging(node_id origin, std::uint64_t below);
 
   // --- proposer side ---
   // A fresh per-origin sequence number for a command this node proposes: (boot epoch << 32) |
@@ -278,6 +311,27 @@ class state_machine {
   std::error_code check_parents(std::string_view path, std::string* reason) const;
   std::string unique_conflict_name(std::string_view path, node_id node, std::int64_t utc_ns) const;
   bool is_conflict(const command& c, const manifest_entry* current, bool same_result) const;
+  // Where a command proposed against `c.path` at `c.base_version` takes effect when a concurrent
+  // rename moved that entry away: follows the move records while they continue the entry's history.
+  struct followed_path {
+    std::string path;                // the entry's path now (or where it was last seen)
+    std::uint64_t base_version = 0;  // the version there that corresponds to the command's base
+    bool superseded = false;         // the origin itself changed the entry after this command
+  };
+  std::optional<followed_path> follow_moves(const command& c) const;
+  void record_move(const std::string& from, move_record record);
+  // Remembers (locally) the entry an apply removed or replaced at `path`, with this node's
+  // identity.
+  void note_replaced(const std::string& path, const manifest_entry& entry, bool removed);
+  // This node's own rename whose source is no longer committed (a concurrent delete or rename won):
+  // settles the renamed working entry (see docs/folder.md).
+  std::error_code settle_orphaned_rename(const command& c, apply_result& r);
+  // This node's own rename, already done on disk, whose source concurrent applies (committed
+  // before it) recreated in part: moves the applied versions into the user's renamed tree.
+  std::error_code merge_own_rename(const command& c, const std::vector<std::string>& moved,
+                                   apply_result& r);
+  // True when the working entry `st` is exactly the version of `path` an apply replaced.
+  bool is_replaced_version(std::string_view path, const file_stat& st) const;
 
   // Local disk helpers.
   std::error_code ensure_parents(std::uint64_t index, const command& c, std::string_view path,
@@ -316,6 +370,19 @@ class state_machine {
   std::map<std::tuple<node_id, std::uint64_t, std::uint64_t>, digest> verified_staged_;
   std::set<std::tuple<node_id, std::uint64_t, std::uint64_t>> unavailable_;  // mark_unavailable()
   std::set<std::string, std::less<>> dirs_to_sync_;  // defer_directory_sync: fsync at persist()
+  move_map moves_;                                   // replicated, see move_record
+  std::set<std::pair<std::uint64_t, std::string>> moves_by_index_;  // eviction order of moves_
+  // Local, not persisted: entries applies removed or replaced recently, with this node's local
+  // identity of them. This node's user may have renamed such an entry just before (the rename not
+  // yet committed); the apply of that rename recognises the renamed working entry as the old
+  // version — superseded by the concurrent change, or deleted by it — instead of taking it for a
+  // local edit (docs/folder.md, "Concurrent changes").
+  struct replaced_entry {
+    manifest_entry entry;
+    bool removed = false;  // removed (true) or overwritten (false)
+  };
+  std::map<std::string, replaced_entry, std::less<>> replaced_recently_;
+  std::deque<std::string> replaced_order_;  // insertion order of replaced_recently_ (bounded)
   bool dirty_ = false;
   undo_log* undo_ = nullptr;  // set only while apply() runs
 };

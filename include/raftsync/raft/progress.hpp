@@ -144,6 +144,16 @@ struct progress {
   // The peer rejected an append at `rejected`; `match_hint` is the highest index that may match
   // (fast backtracking, as etcd's findConflictByTerm). Returns false for a stale rejection.
   bool maybe_decrease_to(std::uint64_t rejected, std::uint64_t match_hint) {
+    if (rejected >= match && match_hint < match) {
+      // The follower rejects an append at or above its match and says its log ends before it:
+      // it lost entries it had acknowledged (its disk was replaced or wiped). A reordered stale
+      // rejection looks the same; either way probing again from the hint is safe (a follower that
+      // does have the entries just answers with its real last index).
+      reset_state(progress_state::probe);
+      match = match_hint;
+      next = match_hint + 1;
+      return true;
+    }
     if (state == progress_state::replicate) {
       if (rejected <= match) return false;
       next = match + 1;
