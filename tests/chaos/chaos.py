@@ -837,7 +837,7 @@ class Cluster:
         outside = os.path.join(self.base, "outside")
         os.makedirs(outside, exist_ok=True)
         before_outside = set(os.listdir(outside))
-        sentinels = ["chaos-sentinel-%s%s.txt" % (tag, k) for k in "mn"]
+        sentinels = ["chaos-sentinel-%s%s.txt" % (tag, k) for k in "mno"]
         for node in self.nodes.values():  # "../chaos-sentinel-<tag>.txt" seen from each folder
             for name in sentinels:
                 with open(os.path.join(node.root, name), "w") as f:
@@ -956,41 +956,55 @@ class Cluster:
         # (b) forwarded proposals with hostile paths, as `low` (down) and as the non-member 1,
         # sent to every running member (followers forward them to the leader).
         common = ["--escape-link", link, "--existing", existing]
+        # m: as `low`, in its own name, with sequence numbers from 2^62 (above any real one, so the
+        # commands are not taken for duplicates): committed, then refused by every node's path
+        # rules at apply time. They must not silence `low` either (bug 4): checked below.
         _, out_low = self.peer_tool(
             "propose", self.hosts.prefix(low), low, others, 2, "--tag", tag + "m", "--origin",
-            "1", "--sequence-base", "1", "--abs-path",
+            str(low), "--sequence-base", str(1 << 62), "--abs-path",
             os.path.join(outside, "chaos-absolute-%sm.txt" % tag), *common)
+        # n: as the non-member 1; o: as `low` but in `mid`'s name. Both refused when they arrive
+        # (the node they are sent to logs "proposal forwarded by node N refused").
         self.peer_tool(
             "propose", self.hosts.outsider_prefix(), 1, others, 2, "--tag", tag + "n", "--origin",
-            "1", "--sequence-base", "1000", "--abs-path",
+            "1", "--sequence-base", "1", "--abs-path",
             os.path.join(outside, "chaos-absolute-%sn.txt" % tag), *common)
+        self.peer_tool(
+            "propose", self.hosts.prefix(low), low, others, 2, "--tag", tag + "o", "--origin",
+            str(mid), "--sequence-base", str(1 << 62), "--abs-path",
+            os.path.join(outside, "chaos-absolute-%so.txt" % tag), *common)
         commands = [l for l in out_low.splitlines() if l.startswith("CHAOS_PEER_COMMAND ")]
         self.nodes[low].start()
-        # every node (the restarted one too) must log the refusal of every hostile command
-        expected = 2 * len(commands)
+        expected = len(commands)
+
+        def refusals(i):
+            """(apply-time refusals of the m commands, refused forwarded proposals)"""
+            lines = self.log_since(i, marks).splitlines()
+            applied = sum(1 for line in lines if "rejected #" in line and tag + "m" in line)
+            forwarded = sum(1 for line in lines if "proposal forwarded by node" in line and
+                            "refused" in line)
+            return applied, forwarded
 
         def all_refused():
-            for i in self.ids:
-                text = self.log_since(i, marks)
-                n = sum(1 for line in text.splitlines()
-                        if "rejected #" in line and (tag + "m" in line or tag + "n" in line))
-                if n < expected:
-                    return False
-            return True
+            # every node (the restarted one too) refuses every m command when applying it; each
+            # node the n and o proposals were sent to refuses each of them on arrival
+            return all(refusals(i)[0] >= expected and
+                       (i == low or refusals(i)[1] >= 2 * expected) for i in self.ids)
         if not wait_until(all_refused, 30, 0.3):
             for i in self.ids:
-                text = self.log_since(i, marks)
-                n = sum(1 for line in text.splitlines()
-                        if "rejected #" in line and (tag + "m" in line or tag + "n" in line))
-                self.failures.append("forge: node %d logged %d of %d refusals of hostile "
-                                     "proposals" % (i, n, expected))
+                applied, forwarded = refusals(i)
+                self.failures.append(
+                    "forge: node %d logged %d of %d apply-time refusals and %d of %d refused "
+                    "forwarded proposals" % (i, applied, expected, forwarded,
+                                             0 if i == low else 2 * expected))
         else:
             sample = [line for line in self.log_since(high, marks).splitlines()
-                      if "rejected #" in line][:3]
-            log("forge: every node logged %d refusals, e.g. %s" % (expected, sample))
-        self.forge_figures["hostile_proposals"] = expected
-        if self.args.forge_poison:
-            self.forge_poison(tag, mid, common)
+                      if "rejected #" in line or "proposal forwarded" in line][:3]
+            log("forge: every node refused the %d hostile commands, e.g. %s" % (expected, sample))
+        self.forge_figures["hostile_proposals"] = 3 * expected
+        # bug 4: the refused commands in low's name with huge sequence numbers must not make its
+        # later changes look like duplicates
+        self.after_forged_origin(tag, low)
         # nothing outside any root, no file with a hostile name anywhere, sentinels intact, the
         # existing file unmoved
         leaked = []
@@ -998,7 +1012,7 @@ class Cluster:
             for name in dirnames + filenames:
                 if name.startswith("chaos-sentinel-"):
                     continue
-                if ("chaos-" in name and any(tag + k in name for k in "mnp")) or \
+                if ("chaos-" in name and any(tag + k in name for k in "mno")) or \
                         name.startswith("chaos-nul"):
                     leaked.append(os.path.join(dirpath, name))
         leaked += [os.path.join(outside, x) for x in set(os.listdir(outside)) - before_outside]
@@ -1010,34 +1024,32 @@ class Cluster:
             self.failures.append("forge: hostile proposals had effects: %s" % sorted(set(leaked)))
         self.check_alive()
         log("forge: %d hostile proposals refused, nothing outside the roots; %s" %
-            (expected, json.dumps(self.forge_figures, sort_keys=True)))
+            (self.forge_figures.get("hostile_proposals", 0),
+             json.dumps(self.forge_figures, sort_keys=True)))
 
-    def forge_poison(self, tag, victim, common):
-        """A hostile command that claims another member as its origin with a sequence number far
-        above that member's own: refused for its path, it must not make the member's later real
-        changes look like duplicates."""
-        running = [i for i in self.ids if self.nodes[i].running()]
-        self.peer_tool("propose", self.hosts.outsider_prefix(), 1, running, 2, "--tag",
-                       tag + "p", "--origin", str(victim), "--sequence-base", str(1 << 62),
-                       "--abs-path", os.path.join(self.base, "outside",
-                                                  "chaos-absolute-%sp.txt" % tag), *common)
-        path = os.path.join("forge", "after-poison-%s.txt" % tag)
+    def after_forged_origin(self, tag, victim):
+        """A write on `victim` after refused commands in its name with sequence numbers from 2^62
+        must reach every node (bug 4: they used to enter the dedupe window and silence it)."""
+        if not wait_until(lambda: self.nodes[victim].status(), 30, 0.2):
+            self.failures.append("forge: node %d did not come back" % victim)
+            return
+        path = os.path.join("forge", "after-forged-origin-%s.txt" % tag)
         self.write(self.nodes[victim], path, self.content())
         state = self.ops[-1]["state"]
-        acked = self.nodes[victim].flush(5000)
+        acked = self.nodes[victim].flush(10000)
         if acked:
             self.ops[-1]["acked"] = True
 
         def everywhere():
             return all(content_of(tree_digest(n.folder).get(path)) == state
                        for n in self.nodes.values())
-        ok = wait_until(everywhere, 20, 0.2) is not None
-        self.forge_figures["poison_write_replicated"] = ok
+        ok = wait_until(everywhere, 30, 0.2) is not None
+        self.forge_figures["write_after_forged_origin_replicated"] = ok
         if not ok:
             self.failures.append(
-                "forge: after a refused command claiming origin %d with sequence 2^62, node %d's "
-                "own write of %s (flush %s) did not reach every node" %
-                (victim, victim, path, "ok" if acked else "failed"))
+                "forge: after refused commands in node %d's name with sequence 2^62, its own "
+                "write of %s (flush %s) did not reach every node" %
+                (victim, path, "ok" if acked else "failed"))
 
     # --- convergence + checker ---
     def wait_converged(self, timeout):
@@ -1284,9 +1296,6 @@ def main():
                    help="skip the forged-peer phase")
     p.add_argument("--forge-once", action="store_true", dest="forge_once",
                    help="forged-peer phase in the first seed only (CI budget)")
-    p.add_argument("--forge-poison", action="store_true", dest="forge_poison",
-                   help="forged-peer phase: also a refused command with another member's origin "
-                        "and a huge sequence number (docs/reliability.md)")
     p.add_argument("--no-netns", action="store_false", dest="netns")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (logs) afterwards")
     args = p.parse_args()
