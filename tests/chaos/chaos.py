@@ -1090,6 +1090,16 @@ class Cluster:
         moved = 0
         deleted_later = 0
         everywhere = {content_of(v) for v in tree.values()}
+        followed = 0
+        # renames: a rename is recorded as its source (state None, no "deleted") immediately
+        # followed by its destination, by the same node
+        renames = []
+        for a, b in zip(self.ops, self.ops[1:]):
+            if (a["state"] is None and "deleted" not in a and b["seq"] == a["seq"] + 1 and
+                    b["node"] == a["node"] and b["state"] is not None):
+                renames.append({"src": a["path"], "dst": b["path"], "src_seq": a["seq"],
+                                "dst_seq": b["seq"], "node": a["node"], "t": a["t"]})
+        self.rename_of_dst = {r["dst_seq"]: r for r in renames}
         for path, ops in by_path.items():
             last_acked = None
             for o in ops:
@@ -1133,13 +1143,58 @@ class Cluster:
                     # rename; docs/reliability.md.
                     deleted_later += 1
                     continue
+            if self.follows_concurrent_rename(path, last_acked, tree, renames, by_path):
+                followed += 1
+                continue
             lost.append("  %s: acked op %d (node %d, %s) final %s" %
                         (path, last_acked["seq"], last_acked["node"],
                          (last_acked["state"] or "delete")[:12], (final or "absent")[:12]))
         self.delete_overridden = delete_overridden
         self.moved = moved
         self.deleted_later = deleted_later
+        self.followed = followed
         return acked, lost, via_conflict
+
+    CONCURRENT_S = 15.0  # ops this close on different nodes may not have seen each other
+
+    def follows_concurrent_rename(self, path, acked, tree, renames, by_path):
+        """The product's concurrent-changes policy moves a change along with a concurrent rename of
+        the same file (docs/folder.md). Accepts the acknowledged op `acked` on `path` when:
+        - a rename of `path` to Q by another node, issued before `acked` but close enough in time
+          that `acked`'s node had not seen it, took `acked` along: Q's final content is `acked`'s
+          or that of a later op on Q;
+        - `acked` is a rename S -> path, and another node concurrently renamed S elsewhere (Q:
+          the same rule on Q) or wrote S around the same time without having seen the rename
+          (that write followed the file to `path`: the final content of `path` is such a
+          write)."""
+        def final(q):
+            entry = tree.get(q)
+            if entry is None:
+                return None
+            return content_of(entry) or "non-file"
+
+        def settled_at(q, from_seq):
+            allowed = {acked["state"]} | {o["state"] for o in by_path.get(q, [])
+                                          if o["seq"] >= from_seq}
+            return final(q) in allowed
+
+        source = self.rename_of_dst.get(acked["seq"])
+        for r in renames:
+            if r["node"] == acked["node"] or abs(r["t"] - acked["t"]) > self.CONCURRENT_S:
+                continue
+            if r["src"] == path and r["src_seq"] < acked["seq"] and settled_at(r["dst"],
+                                                                                r["dst_seq"]):
+                return True
+            if source is not None and r is not source and r["src"] == source["src"] and \
+                    settled_at(r["dst"], r["dst_seq"]):
+                return True
+        if source is not None:
+            later = {o["state"] for o in by_path.get(source["src"], [])
+                     if o["node"] != acked["node"] and o["state"] and
+                     abs(o["t"] - acked["t"]) <= self.CONCURRENT_S}
+            if final(path) in later:
+                return True
+        return False
 
     def run(self):
         args = self.args
@@ -1244,6 +1299,7 @@ class Cluster:
             "acked_delete_undone_by_concurrent_write": getattr(self, "delete_overridden", 0),
             "acked_write_moved_by_concurrent_rename": getattr(self, "moved", 0),
             "acked_write_removed_or_moved_by_concurrent_op_on_same_file": getattr(self, "deleted_later", 0),
+            "acked_op_followed_concurrent_rename": getattr(self, "followed", 0),
             "divergent_files": divergent, "conflict_copies": conflicts,
             "mtime_divergent_files": len(mtime_divergent),
             "files_final": sum(1 for v in (tree or {}).values() if " file " in v),
