@@ -4,6 +4,33 @@
 
 namespace raftsync::folder {
 
+result<std::string> folder_io::create_temp_file(std::string_view, std::string_view, std::uint32_t,
+                                                std::int64_t) {
+  return std::make_error_code(std::errc::operation_not_supported);
+}
+
+result<file_stat> stat_or_absent(folder_io& io, std::string_view path) {
+  auto st = io.lstat(path);
+  if (st) return st;
+  if (st.error() == std::errc::no_such_file_or_directory) return file_stat{};
+  return st.error();
+}
+
+std::error_code folder_io::write_file_atomic_if(std::string_view path, std::string_view content,
+                                                std::uint32_t mode, std::int64_t mtime_ns,
+                                                bool sync_directory, const file_stat& expected) {
+  auto now = stat_or_absent(*this, path);
+  if (!now) return now.error();
+  if (!same_working_identity(*now, expected)) return make_error_code(errc::conflict);
+  return write_file_atomic(path, content, mode, mtime_ns, sync_directory);
+}
+
+std::error_code folder_io::sync_files(const std::vector<std::string>& paths) {
+  for (const std::string& path : paths)
+    if (auto ec = sync_file(path)) return ec;
+  return {};
+}
+
 result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes) {
   file_hashes out;
   sha256_hasher whole;

@@ -70,6 +70,17 @@ std::error_code memory_folder_io::read(std::string_view path, std::uint64_t offs
   return {};
 }
 
+std::error_code memory_folder_io::write_file_atomic_if(std::string_view path,
+                                                       std::string_view content, std::uint32_t mode,
+                                                       std::int64_t mtime_ns, bool sync_directory,
+                                                       const file_stat& expected) {
+  if (before_replace) before_replace(path);
+  auto now = stat_or_absent(*this, path);
+  if (!now) return now.error();
+  if (!same_working_identity(*now, expected)) return make_error_code(errc::conflict);
+  return write_file_atomic(path, content, mode, mtime_ns, sync_directory);
+}
+
 std::error_code memory_folder_io::write_file_atomic(std::string_view path, std::string_view content,
                                                     std::uint32_t mode, std::int64_t mtime_ns,
                                                     bool /*sync_directory*/) {
@@ -88,6 +99,28 @@ std::error_code memory_folder_io::write_file_atomic(std::string_view path, std::
   n.ctime_ns = tick();
   nodes_[std::string(path)] = std::move(n);
   return {};
+}
+
+result<std::string> memory_folder_io::create_temp_file(std::string_view dir,
+                                                       std::string_view content, std::uint32_t mode,
+                                                       std::int64_t mtime_ns) {
+  if (!dir.empty()) {
+    auto st = lstat(dir);
+    if (!st) return st.error();
+    if (st->kind != file_kind::directory) return sys(std::errc::not_a_directory);
+  }
+  if (auto ec = mutation()) return ec;
+  std::string path =
+      join_path(dir, std::string(temp_name_prefix) + "mem-" + std::to_string(++temp_counter_));
+  node n;
+  n.kind = file_kind::regular;
+  n.content.assign(content);
+  n.mode = mode & 07777;
+  n.mtime_ns = mtime_ns;
+  n.inode = next_inode_++;
+  n.ctime_ns = tick();
+  nodes_[path] = std::move(n);
+  return path;
 }
 
 std::error_code memory_folder_io::write_at(std::string_view path, std::uint64_t offset,

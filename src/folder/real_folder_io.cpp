@@ -6,8 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
+#include <system_error>
+#include <thread>
 
 #include "raftsync/folder/path_rules.hpp"
 
@@ -158,6 +162,26 @@ timespec to_timespec(std::int64_t ns) {
   return ts;
 }
 
+// Creates `name` in `dir_fd` (it must not exist), writes `content`, sets mode and mtime and, when
+// `sync`, fsyncs it. On failure the file is removed.
+std::error_code write_new_file(int dir_fd, const std::string& name, std::string_view content,
+                               std::uint32_t mode, std::int64_t mtime_ns, bool sync) {
+  fd_guard fd(
+      ::openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (fd.get() < 0) return last_error();
+  auto fail = [&](std::error_code ec) {
+    ::unlinkat(dir_fd, name.c_str(), 0);
+    return ec;
+  };
+  if (auto ec = write_all(fd.get(), content, 0)) return fail(ec);
+  if (::fchmod(fd.get(), mode & 07777) != 0) return fail(last_error());
+  timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime_ns)};
+  if (::futimens(fd.get(), times) != 0) return fail(last_error());
+  if (sync && ::fsync(fd.get()) != 0) return fail(last_error());
+  if (::close(fd.release()) != 0) return fail(last_error());
+  return {};
+}
+
 }  // namespace
 
 result<std::unique_ptr<real_folder_io>> real_folder_io::open(const std::filesystem::path& root) {
@@ -214,25 +238,61 @@ std::error_code real_folder_io::write_file_atomic(std::string_view path, std::st
   auto parent = open_parent(root_fd_, path);
   if (!parent) return parent.error();
   if (parent->leaf.empty()) return std::make_error_code(std::errc::is_a_directory);
-  std::string temp = std::string(temp_name_prefix) + std::to_string(::getpid()) + "-" +
-                     std::to_string(++temp_counter_);
-  fd_guard fd(::openat(parent->fd, temp.c_str(),
-                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (fd.get() < 0) return last_error();
-  auto fail = [&](std::error_code ec) {
+  std::string temp = next_temp_name();
+  if (auto ec = write_new_file(parent->fd, temp, content, mode, mtime_ns, true)) return ec;
+  if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0) {
+    auto ec = last_error();
     ::unlinkat(parent->fd, temp.c_str(), 0);
     return ec;
-  };
-  if (auto ec = write_all(fd.get(), content, 0)) return fail(ec);
-  if (::fchmod(fd.get(), mode & 07777) != 0) return fail(last_error());
-  timespec times[2] = {{0, UTIME_OMIT}, to_timespec(mtime_ns)};
-  if (::futimens(fd.get(), times) != 0) return fail(last_error());
-  if (::fsync(fd.get()) != 0) return fail(last_error());
-  fd = fd_guard();
-  if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0)
-    return fail(last_error());
+  }
   if (sync_directory && ::fsync(parent->fd) != 0) return last_error();
   return {};
+}
+
+std::error_code real_folder_io::write_file_atomic_if(std::string_view path,
+                                                     std::string_view content, std::uint32_t mode,
+                                                     std::int64_t mtime_ns, bool sync_directory,
+                                                     const file_stat& expected) {
+  auto parent = open_parent(root_fd_, path);
+  if (!parent) return parent.error();
+  if (parent->leaf.empty()) return std::make_error_code(std::errc::is_a_directory);
+  std::string temp = next_temp_name();
+  if (auto ec = write_new_file(parent->fd, temp, content, mode, mtime_ns, true)) return ec;
+  // The temporary is durable; is the target still what the caller examined?
+  struct stat st {};
+  file_stat now;
+  if (::fstatat(parent->fd, parent->leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    now = to_stat(st);
+  } else if (errno != ENOENT) {
+    auto ec = last_error();
+    ::unlinkat(parent->fd, temp.c_str(), 0);
+    return ec;
+  }
+  if (!same_working_identity(now, expected)) {
+    ::unlinkat(parent->fd, temp.c_str(), 0);
+    return make_error_code(errc::conflict);
+  }
+  if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0) {
+    auto ec = last_error();
+    ::unlinkat(parent->fd, temp.c_str(), 0);
+    return ec;
+  }
+  if (sync_directory && ::fsync(parent->fd) != 0) return last_error();
+  return {};
+}
+
+result<std::string> real_folder_io::create_temp_file(std::string_view dir, std::string_view content,
+                                                     std::uint32_t mode, std::int64_t mtime_ns) {
+  auto dir_fd = open_dir(root_fd_, dir);
+  if (!dir_fd) return dir_fd.error();
+  std::string temp = next_temp_name();
+  if (auto ec = write_new_file(dir_fd->get(), temp, content, mode, mtime_ns, false)) return ec;
+  return dir.empty() ? temp : std::string(dir) + "/" + temp;
+}
+
+std::string real_folder_io::next_temp_name() {
+  return std::string(temp_name_prefix) + std::to_string(::getpid()) + "-" +
+         std::to_string(++temp_counter_);
 }
 
 std::error_code real_folder_io::write_at(std::string_view path, std::uint64_t offset,
@@ -261,6 +321,38 @@ std::error_code real_folder_io::sync_file(std::string_view path) {
   if (fd.get() < 0) return errno == ELOOP ? make_error_code(errc::invalid_path) : last_error();
   if (::fsync(fd.get()) != 0) return last_error();
   return {};
+}
+
+std::error_code real_folder_io::sync_files(const std::vector<std::string>& paths) {
+  if (paths.size() < 2) return folder_io::sync_files(paths);
+  // Each worker opens its own descriptor (open_parent only reads root_fd_), so at most one file
+  // per thread is open whatever the batch size. The calling thread works too; if no thread can be
+  // started it does all the work alone.
+  std::atomic<std::size_t> next{0};
+  std::mutex error_mutex;
+  std::error_code first_error;
+  auto work = [&] {
+    for (std::size_t i = next.fetch_add(1); i < paths.size(); i = next.fetch_add(1)) {
+      if (auto ec = sync_file(paths[i])) {
+        std::lock_guard lock(error_mutex);
+        if (!first_error) first_error = ec;
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  const std::size_t wanted = std::min(paths.size(), sync_threads_max) - 1;
+  workers.reserve(wanted);
+  for (std::size_t i = 0; i < wanted; ++i) {
+    try {
+      workers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // out of threads: fewer workers
+    }
+  }
+  work();
+  for (auto& worker : workers)
+    worker.join();
+  return first_error;
 }
 
 std::error_code real_folder_io::sync_dir(std::string_view path) {

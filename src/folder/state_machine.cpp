@@ -286,11 +286,7 @@ std::error_code state_machine::open() {
 std::error_code state_machine::persist() {
   if (!dirty_) return {};
   // Renames of deferred applies must be durable before a state file that says they happened.
-  for (const auto& dir : dirs_to_sync_) {
-    auto ec = tree_.sync_dir(dir);
-    if (ec && !is_missing(ec)) return ec;
-  }
-  dirs_to_sync_.clear();
+  if (auto ec = sync_pending_directories()) return ec;
   // Staged chunks must be durable before a state file that says they were received.
   for (const auto& [origin, up] : uploads_) {
     auto ec = tree_.sync_file(staging_path(origin, up.upload_id));
@@ -412,11 +408,17 @@ void state_machine::skip(std::uint64_t index) {
   }
 }
 
-apply_result state_machine::apply(std::uint64_t index, std::string_view entry_data) {
-  auto decoded = decode_command(
+namespace {
+result<command> decode_entry(const state_machine_config& config, std::string_view entry_data) {
+  return decode_command(
       entry_data,
-      command_limits{std::max<std::uint64_t>(config_.chunk_bytes, config_.write_bytes_max),
-                     config_.rules.path_bytes_max, std::uint64_t{1} << 24});
+      command_limits{std::max<std::uint64_t>(config.chunk_bytes, config.write_bytes_max),
+                     config.rules.path_bytes_max, std::uint64_t{1} << 24});
+}
+}  // namespace
+
+apply_result state_machine::apply(std::uint64_t index, std::string_view entry_data) {
+  auto decoded = decode_entry(config_, entry_data);
   if (!decoded) {
     apply_result r;
     r.index = index;
@@ -469,6 +471,124 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
   applied_index_ = index;
   dirty_ = true;
   return r;
+}
+
+// ------------------------------------------------------------------------------- batch apply
+
+// Why a batch is cheaper: apply() makes each write durable on its own (fsync of the file, then of
+// its directory): two journal commits per file. Here the contents of all writes are synced
+// together before any rename (no file can be torn: each rename still follows the durability of
+// its content), the renames follow in log order through the ordinary apply (same conflict rules,
+// local-edit protection and echo records), and each changed directory is fsynced once at the end.
+std::vector<apply_result> state_machine::apply_batch(const std::vector<batch_entry>& entries) {
+  RAFTSYNC_ASSERT(!in_batch_, "apply_batch re-entered");
+  std::vector<result<command>> commands;
+  commands.reserve(entries.size());
+  for (const batch_entry& e : entries)
+    commands.push_back(decode_entry(config_, e.data));
+  prepare_batch(entries, commands);
+  in_batch_ = true;
+  std::vector<apply_result> results;
+  results.reserve(entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    results.push_back(commands[i] ? apply(entries[i].index, *commands[i])
+                                  : apply(entries[i].index, entries[i].data));
+    // Nothing of a failed or awaiting entry is recorded: the batch ends there (later entries must
+    // not be applied before it).
+    if (results.back().status == apply_status::failed ||
+        results.back().status == apply_status::awaiting_content)
+      break;
+  }
+  in_batch_ = false;
+  // Contents no apply used (already in place, a conflict rule, a failure): a crash before these
+  // unlinks leaves them at the root, where open() removes stale temporaries.
+  for (const auto& [index, temp] : prepared_)
+    (void)tree_.unlink(temp);
+  prepared_.clear();
+  // A failure stays in dirs_to_sync_: persist() retries it and refuses to write the state file.
+  (void)sync_pending_directories();
+  return results;
+}
+
+void state_machine::prepare_batch(const std::vector<batch_entry>& entries,
+                                  const std::vector<result<command>>& commands) {
+  std::vector<std::size_t> writes;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (!commands[i]) continue;
+    const command& c = *commands[i];
+    if (c.kind != command_kind::write || entries[i].index <= applied_index_ || c.origin == 0 ||
+        c.content.size() > config_.write_bytes_max || dedupe_seen(c.origin, c.sequence))
+      continue;
+    if (c.origin == config_.self) {
+      // The proposer's own write: its working file usually holds the content already, and the
+      // apply does not rewrite it.
+      auto st = tree_.lstat(c.path);
+      if (st && st->kind == file_kind::regular && st->size_bytes == c.content.size()) continue;
+    }
+    writes.push_back(i);
+  }
+  if (writes.size() < 2) return;  // one write: write_file_atomic costs the same
+  std::vector<std::string> temps;
+  std::vector<std::uint64_t> indexes;
+  temps.reserve(writes.size());
+  indexes.reserve(writes.size());
+  for (std::size_t i : writes) {
+    const command& c = *commands[i];
+    // At the root, whatever directory the write goes to (it may not exist yet; the apply creates
+    // it): a crash leaves stale temporaries only where open() collects them.
+    auto temp = tree_.create_temp_file("", c.content, c.mode & 07777, c.mtime_ns);
+    if (!temp) break;  // disk full, unsupported, ...: the remaining writes use write_file_atomic
+    temps.push_back(std::move(*temp));
+    indexes.push_back(entries[i].index);
+  }
+  if (temps.empty()) return;
+  if (tree_.sync_files(temps)) {
+    for (const std::string& temp : temps)
+      (void)tree_.unlink(temp);
+    return;  // each write retries on its own (and reports the error where it recurs)
+  }
+  for (std::size_t k = 0; k < temps.size(); ++k)
+    prepared_.emplace(indexes[k], std::move(temps[k]));
+}
+
+std::error_code state_machine::write_content(std::uint64_t index, const std::string& target,
+                                             std::string_view content, std::uint32_t mode,
+                                             std::int64_t mtime_ns, const file_stat& expected) {
+  const bool defer = config_.defer_directory_sync || in_batch_;
+  if (auto it = prepared_.find(index); it != prepared_.end()) {
+    // The content is durable already; replace only what the caller examined (a local write that
+    // landed meanwhile must not go to an unlinked inode).
+    auto now = stat_or_absent(tree_, target);
+    if (!now) return now.error();
+    if (!same_working_identity(*now, expected)) return make_error_code(errc::conflict);
+    std::string temp = std::move(it->second);
+    prepared_.erase(it);
+    if (!tree_.rename(temp, target)) {
+      dirs_to_sync_.emplace(parent_path(temp));
+      dirs_to_sync_.emplace(parent_path(target));
+      return {};
+    }
+    // For example EXDEV (the target directory is on another filesystem): write it in place.
+    (void)tree_.unlink(temp);
+  }
+  if (auto ec = tree_.write_file_atomic_if(target, content, mode, mtime_ns, !defer, expected))
+    return ec;
+  if (defer) dirs_to_sync_.emplace(parent_path(target));
+  return {};
+}
+
+std::error_code state_machine::sync_pending_directories() {
+  std::error_code first_error;
+  for (auto it = dirs_to_sync_.begin(); it != dirs_to_sync_.end();) {
+    auto ec = tree_.sync_dir(*it);
+    if (ec && !is_missing(ec)) {
+      if (!first_error) first_error = ec;
+      ++it;
+    } else {
+      it = dirs_to_sync_.erase(it);
+    }
+  }
+  return first_error;
 }
 
 apply_result state_machine::apply_command(std::uint64_t index, const command& c) {
@@ -707,6 +827,14 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
       *already = true;  // a replay after a crash, or this node's own write
       return {};
     }
+    // This node's own command was read from this very file, so a different content now is a
+    // newer local edit — even when it happens to equal the committed content (a file truncated
+    // by an editor that is rewriting it, a revert): replacing it would send the user's ongoing
+    // write to an unlinked inode. Keep it; the watcher proposes it.
+    if (own) {
+      *keep_local = true;
+      return {};
+    }
     if (cur != nullptr && cur->kind == file_kind::regular && h->sha256 == cur->sha256) return {};
   } else {
     auto matches = working_matches(path, cur, nullptr);
@@ -784,7 +912,7 @@ std::error_code state_machine::ensure_parents(std::uint64_t index, const command
 }
 
 std::error_code state_machine::sync_directory(std::string_view dir) {
-  if (!config_.defer_directory_sync) return tree_.sync_dir(dir);
+  if (!config_.defer_directory_sync && !in_batch_) return tree_.sync_dir(dir);
   dirs_to_sync_.emplace(dir);
   return {};
 }
@@ -828,17 +956,24 @@ apply_result state_machine::do_write(std::uint64_t index, const command& c, appl
   e.chunk_hashes = chunk_hashes_of(c.content, config_.chunk_bytes);
   bool already = false;
   bool keep_local = false;
-  if (auto ec = clear_way(target, &h, r.own, r, &already, &keep_local))
-    return failed(std::move(r), ec, "checking the working file");
+  for (int attempt = 0;; ++attempt) {
+    if (auto ec = clear_way(target, &h, r.own, r, &already, &keep_local))
+      return failed(std::move(r), ec, "checking the working file");
+    if (keep_local || already) break;
+    auto seen = stat_or_absent(tree_, target);
+    if (!seen) return failed(std::move(r), seen.error(), "lstat");
+    auto ec = write_content(index, target, c.content, e.mode, e.mtime_ns, *seen);
+    if (!ec) break;
+    // A local write landed between the examination and the replace (chaos bug 7): examine the
+    // working file again — it is now a local edit, kept as a conflict copy (or, for this node's
+    // own command, left in place) — then write.
+    if (ec != make_error_code(errc::conflict) || attempt == 3)
+      return failed(std::move(r), ec, "writing \"" + target + "\"");
+  }
   if (keep_local) {
     e.local_inode = 0;  // the working file is a newer local edit: never matches cheaply
   } else {
-    if (!already) {
-      if (auto ec = tree_.write_file_atomic(target, c.content, e.mode, e.mtime_ns,
-                                            !config_.defer_directory_sync))
-        return failed(std::move(r), ec, "writing \"" + target + "\"");
-      if (config_.defer_directory_sync) dirs_to_sync_.emplace(parent_path(target));
-    } else {
+    if (already) {
       auto st = tree_.lstat(target);
       if (!st) return failed(std::move(r), st.error(), "lstat");
       if (st->mode != e.mode)

@@ -200,6 +200,7 @@ class replicated_folder::impl {
   void apply_conf_change_entry(const raft::entry& e);
   void propose_command(folder::command cmd);
   void propose_pending(pending_proposal& p);
+  void flush_proposal_batch();
   void detect_and_propose(const std::vector<std::string>& paths, bool recursive);
   void detect_renamed(const std::string& from, const std::string& to);
   void detect_one(const std::string& path, bool scan_new_directories = true);
@@ -341,6 +342,17 @@ class replicated_folder::impl {
   std::unique_ptr<folder::change_reader> reader_;
   std::optional<raft::ready> held_ready_;  // taken from the core, not yet persisted (halted)
   std::string why_;                        // reason of the last validation failure
+
+  // A drain_apply_queue() is posted on the strand (apply_entries).
+  bool apply_scheduled_ = false;
+  // drain_apply_queue() is running: an applied-change callback that calls the API (which may
+  // apply more) must not start a nested drain; the running one picks the new entries up.
+  bool draining_ = false;
+  static constexpr std::size_t apply_batch_entries_max = 1024;
+  static constexpr std::size_t apply_batch_bytes_max = 64u << 20;
+  // Engaged while detect_and_propose runs: its proposals, stepped as one propose message.
+  std::optional<std::vector<raft::entry>> proposal_batch_;
+  std::size_t proposal_batch_bytes_ = 0;
 };
 
 }  // namespace raftsync
@@ -643,6 +655,10 @@ void replicated_folder::impl::process_ready() {
       const raft::node_id to = m.to;
       transport_->send(transport::envelope{config_.id, to, std::move(m)});
     }
+    // A snapshot from the leader carries the membership as of its index: a node that joined
+    // (or was far behind) learns its peers from it, not from conf-change entries (chaos bug 6:
+    // without it a joined node knew no peers to fetch content from).
+    if (!rd.snapshot.empty()) conf_ = rd.snapshot.conf;
     if (rd.hard) term_ = rd.hard->term;
     if (rd.soft) {
       const bool leader_changed = rd.soft->leader != soft_.leader;
@@ -667,45 +683,111 @@ namespace raftsync {
 // Applying committed entries.
 
 void replicated_folder::impl::apply_entries(const std::vector<raft::entry>& entries) {
-  for (const raft::entry& e : entries)
+  bool membership = false;
+  for (const raft::entry& e : entries) {
     apply_queue_.push_back(e);
-  drain_apply_queue();
+    membership = membership || e.type == raft::entry_type::conf_change;
+  }
+  // A membership change is applied before advance(): the core accepts the next one as soon as
+  // advance() reports this one applied, so the configuration must already be in force.
+  if (membership) {
+    drain_apply_queue();
+    return;
+  }
+  // During a burst (the log holds entries beyond the commit index: more commits are coming) the
+  // folder commands are applied after the handlers already queued on the strand ran: appends
+  // that arrived meanwhile are stepped and persisted first, so a burst that reaches a follower as
+  // many small appends is applied in a few large batches (drain_apply_queue) instead of one
+  // batch of one entry per append. The core's applied index may then run ahead of the folder's;
+  // the folder's own applied and persisted indexes are what snapshots and compaction use.
+  // A lone change (nothing beyond the commit index) is applied at once, and the queue is bounded:
+  // past one full batch of entries or bytes, apply now.
+  const raft::status st = node_->status();
+  std::size_t queued_bytes = 0;
+  for (const raft::entry& e : apply_queue_)
+    queued_bytes += e.data.size();
+  if (st.last_index <= st.committed || apply_queue_.size() >= apply_batch_entries_max ||
+      queued_bytes >= apply_batch_bytes_max) {
+    drain_apply_queue();
+    return;
+  }
+  if (entries.empty() || apply_scheduled_) return;
+  apply_scheduled_ = true;
+  asio::post(*strand_, [this] {
+    apply_scheduled_ = false;
+    if (stopped_) return;
+    drain_apply_queue();
+    check_flush_waiters();
+  });
 }
 
 void replicated_folder::impl::drain_apply_queue() {
+  // Folder commands are applied in runs (up to apply_batch_entries_max consecutive ones or
+  // apply_batch_bytes_max, which also bounds the temporary files of a batch): the state machine
+  // makes a run's file contents durable together and fsyncs each directory once, instead of two
+  // fsyncs per file. A membership change or the leader's no-op ends a run.
+  if (draining_) return;
+  draining_ = true;
   bool applied_any = false;
+  std::vector<folder::batch_entry> batch;
   while (!apply_queue_.empty()) {
     const raft::entry& e = apply_queue_.front();
     if (e.index <= machine_->applied_index()) {  // replayed after a restart: already reflected
       apply_queue_.pop_front();
       continue;
     }
-    if (e.type == raft::entry_type::conf_change) {
-      apply_conf_change_entry(e);
-      machine_->skip(e.index);
-    } else if (e.data.empty()) {
-      machine_->skip(e.index);  // the leader's no-op of its term
-    } else {
-      folder::apply_result r = machine_->apply(e.index, e.data);
+    if (e.type == raft::entry_type::conf_change || e.data.empty()) {
+      if (e.type == raft::entry_type::conf_change) apply_conf_change_entry(e);
+      machine_->skip(e.index);  // a membership change, or the leader's no-op of its term
+      applied_any = true;
+      ++applied_since_snapshot_;
+      apply_queue_.pop_front();
+      continue;
+    }
+    batch.clear();
+    std::size_t batch_bytes = 0;
+    for (auto it = apply_queue_.begin();
+         it != apply_queue_.end() && batch.size() < apply_batch_entries_max &&
+         batch_bytes < apply_batch_bytes_max && it->type != raft::entry_type::conf_change &&
+         !it->data.empty();
+         ++it) {
+      batch.push_back(folder::batch_entry{it->index, it->data});
+      batch_bytes += it->data.size();
+    }
+    const std::vector<folder::apply_result> results = machine_->apply_batch(batch);
+    bool stopped = false;
+    for (const folder::apply_result& r : results) {
       if (r.status == folder::apply_status::awaiting_content && !r.wanted.empty()) {
         // A commit whose bytes never reached this node: fetch them, then apply it again.
         start_fetch(r.wanted);
+        stopped = true;
         break;
       }
       if (r.status == folder::apply_status::failed) {
         // A local I/O error (for example the folder's disk is full): nothing was recorded, so the
         // same entry is retried on the next tick. Until then the node applies nothing else.
-        apply_error_ = fmt::format("folder: applying #{} failed: {} ({})", e.index,
+        apply_error_ = fmt::format("folder: applying #{} failed: {} ({})", r.index,
                                    r.error.message(), r.reason);
+        stopped = true;
         break;
       }
       apply_error_.clear();
       handle_apply_result(r);
+      if (r.kind == folder::command_kind::rename && r.changed_tree()) {
+        // The source may have been deleted here before this node applied the rename (a local
+        // delete the watcher reported while the manifest still had the old name, so nothing was
+        // proposed): the destination is then committed but absent. Look at it again; an echo
+        // proposes nothing, an absent file proposes its delete.
+        dirty_paths_.insert(r.path);
+        schedule_detection();
+      }
+      applied_any = true;
+      ++applied_since_snapshot_;
+      apply_queue_.pop_front();
     }
-    applied_any = true;
-    ++applied_since_snapshot_;
-    apply_queue_.pop_front();
+    if (stopped) break;
   }
+  draining_ = false;
   if (applied_any) {
     maybe_snapshot();
     report_applied();
@@ -879,8 +961,30 @@ void replicated_folder::impl::propose_command(folder::command cmd) {
 void replicated_folder::impl::propose_pending(pending_proposal& p) {
   p.proposed_at = clock_type::now();
   ++p.attempts;
+  if (proposal_batch_) {
+    // Inside detect_and_propose: one propose message (up to proposal_batch_bytes_max) for what
+    // the pass finds, so the leader appends and replicates it as a few large appends rather than
+    // one message per file (each of which costs a follower a log fsync and an apply).
+    constexpr std::size_t proposal_batch_bytes_max = 1 << 20;
+    if (proposal_batch_bytes_ + p.data.size() > proposal_batch_bytes_max) flush_proposal_batch();
+    proposal_batch_->push_back(raft::entry{0, 0, raft::entry_type::normal, p.data});
+    proposal_batch_bytes_ += p.data.size();
+    return;
+  }
   // Without a known leader the core drops the proposal; the retry timer proposes it again.
   (void)node_->propose(p.data);
+}
+
+void replicated_folder::impl::flush_proposal_batch() {
+  if (!proposal_batch_ || proposal_batch_->empty()) return;
+  raft::message m;
+  m.type = raft::message_type::propose;
+  m.from = config_.id;
+  m.entries = std::move(*proposal_batch_);
+  proposal_batch_->clear();
+  proposal_batch_bytes_ = 0;
+  // Dropped like a single proposal (no leader, transfer, budget): the retry timer re-proposes.
+  (void)node_->step(std::move(m));
 }
 
 void replicated_folder::impl::on_watch_batch(std::vector<watch::fs_event> batch) {
@@ -1201,6 +1305,8 @@ bool replicated_folder::impl::wanted(std::string_view path) const {
 
 void replicated_folder::impl::detect_and_propose(const std::vector<std::string>& paths,
                                                  bool recursive) {
+  const bool outermost = !proposal_batch_;  // a new directory's scan nests a call
+  if (outermost) proposal_batch_.emplace();
   for (const std::string& path : paths) {
     if (!path.empty() && !wanted(path)) continue;
     if (!recursive) {
@@ -1220,6 +1326,10 @@ void replicated_folder::impl::detect_and_propose(const std::vector<std::string>&
     for (const std::string& changed : report->changed) {
       if (wanted(changed)) detect_one(changed, false);
     }
+  }
+  if (outermost) {
+    flush_proposal_batch();
+    proposal_batch_.reset();
   }
 }
 
@@ -1919,6 +2029,10 @@ void replicated_folder::impl::ask_for_content() {
     for (raft::node_id id : members)
       if (std::find(peers.begin(), peers.end(), id) == peers.end()) peers.push_back(id);
     std::erase_if(peers, [&](raft::node_id id) { return f.unavailable.count(id) != 0; });
+    if (members.empty()) {  // no member known yet (a snapshot or conf change will tell): wait
+      ++it;
+      continue;
+    }
     if (peers.empty()) {
       log(1, fmt::format("chunk {} of {} is on no member any more; the path stays missing here "
                          "until it changes again",

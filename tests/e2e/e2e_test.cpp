@@ -202,6 +202,13 @@ TEST_CASE("a wiped node rejoins through a folder snapshot and ends identical", "
                           "--node 3=127.0.0.1:" + std::to_string(cluster.port(3))) == 0);
   require_converged(cluster, 120s);
   REQUIRE(read_file(cluster.folder(3) / "before" / "f7") == "7");
+  // The rejoined node learned its peers from the snapshot: it can push a large file's chunks.
+  std::string large(3 * 1024 * 1024 + 5, '\0');
+  for (std::size_t i = 0; i < large.size(); ++i)
+    large[i] = static_cast<char>((i * 7919u) >> 9);
+  write_file(cluster.folder(3) / "from-rejoined.bin", large);
+  require_converged(cluster, 60s);
+  REQUIRE(read_file(cluster.folder(1) / "from-rejoined.bin") == large);
 }
 
 TEST_CASE("a 256 MiB file replicates in chunks and arrives byte-identical", "[e2e]") {

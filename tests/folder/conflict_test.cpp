@@ -225,3 +225,29 @@ TEST_CASE("a newer local edit survives the apply of the node's own older write",
   CHECK(a.sm->apply(2, next[0]).status == apply_status::applied);
   CHECK(a.changes("f").empty());
 }
+
+// Chaos bug 7: a local write that lands after the apply examined the working file but before its
+// rename was sent to the unlinked inode and vanished.
+TEST_CASE(
+    "a local write landing between the working-file check and the rename is kept as a "
+    "conflict copy",
+    "[folder][conflict][local]") {
+  node n(1);
+  replicated_log l;
+  l.append(make_write(2, 1, "f.txt", "v1"));
+  l.catch_up(n);
+  l.append(make_write(2, 2, "f.txt", "v2 from node 2", 1));
+  int fired = 0;
+  n.io->before_replace = [&](std::string_view path) {
+    if (path == "f.txt" && fired++ == 0) n.io->user_write("f.txt", "local edit in flight");
+  };
+  auto results = l.catch_up(n);
+  n.io->before_replace = {};
+  REQUIRE(results.size() == 1);
+  INFO(results[0].reason);
+  CHECK(results[0].status == apply_status::applied);
+  CHECK(fired >= 1);
+  CHECK(n.io->content("f.txt") == "v2 from node 2");
+  REQUIRE(results[0].preserved.size() == 1);
+  CHECK(n.io->content(results[0].preserved[0].copy_path) == "local edit in flight");
+}

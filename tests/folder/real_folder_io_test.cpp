@@ -210,3 +210,36 @@ TEST_CASE("state machine on a real folder: apply, echo, restart, scan, snapshot"
   CHECK(!fs::exists(copy.path / "fresh.txt"));  // never committed
   CHECK(!fs::exists(copy.path / ".raftsync-tmp-snapshot"));
 }
+
+TEST_CASE("real_folder_io: a guarded replace refuses a file that changed since it was examined",
+          "[folder][real_io]") {
+  temp_dir dir;
+  auto io = real_folder_io::open(dir.path);
+  REQUIRE(io.has_value());
+  folder_io& f = **io;
+  REQUIRE_FALSE(f.write_file_atomic("x", "committed", 0644, 0));
+  auto examined = f.lstat("x");
+  REQUIRE(examined.has_value());
+  // A local writer rewrites the file in place after the examination.
+  {
+    std::ofstream out(dir.path / "x", std::ios::binary | std::ios::trunc);
+    out << "local!!!!";
+  }
+  CHECK(f.write_file_atomic_if("x", "incoming", 0644, 0, true, *examined) ==
+        make_error_code(errc::conflict));
+  CHECK(read_whole(f, "x").value() == "local!!!!");
+  // Nothing left behind, and the replace goes ahead against what is there now.
+  auto entries = f.list("");
+  REQUIRE(entries.has_value());
+  CHECK(entries->size() == 1);
+  auto now = f.lstat("x");
+  REQUIRE(now.has_value());
+  REQUIRE_FALSE(f.write_file_atomic_if("x", "incoming", 0644, 0, true, *now));
+  CHECK(read_whole(f, "x").value() == "incoming");
+  // "Absent" expected, but a file appeared.
+  REQUIRE_FALSE(f.write_file_atomic("y", "appeared", 0644, 0));
+  CHECK(f.write_file_atomic_if("y", "incoming", 0644, 0, true, file_stat{}) ==
+        make_error_code(errc::conflict));
+  REQUIRE_FALSE(f.write_file_atomic_if("z", "new", 0644, 0, true, file_stat{}));
+  CHECK(read_whole(f, "z").value() == "new");
+}

@@ -385,3 +385,29 @@ TEST_CASE("a refused command does not make later commands of its origin duplicat
   // A command that did take effect still deduplicates its retries.
   CHECK(n.sm->apply(3, encode_command(real)).status == apply_status::duplicate);
 }
+
+// Found by the burst benchmark: an own write applied while the user was rewriting the file (just
+// truncated, so equal to the older committed content) replaced it, and the user's ongoing write
+// went to an unlinked inode.
+TEST_CASE("an own write never replaces a file the user is rewriting", "[folder][apply][local]") {
+  node n(1);
+  replicated_log l;
+  n.io->user_write("f.txt", "");
+  l.append(n.changes("f.txt"));  // the empty file, committed and applied
+  l.catch_up(n);
+  n.io->user_write("f.txt", "first version");
+  l.append(n.changes("f.txt"));  // proposed, not applied yet
+  // The user starts writing the next version: the file is truncated (now equal to the committed
+  // empty content) when the own command applies.
+  n.io->user_write("f.txt", "");
+  const std::uint64_t inode = n.io->lstat("f.txt")->inode;
+  for (const auto& r : l.catch_up(n)) {
+    INFO(r.reason);
+    CHECK(r.status == apply_status::applied);
+  }
+  CHECK(n.io->lstat("f.txt")->inode == inode);  // the user's open file is still the file
+  n.io->user_write("f.txt", "second version");
+  const auto next = n.changes("f.txt");
+  REQUIRE(next.size() == 1);
+  CHECK(next.front().content == "second version");
+}

@@ -56,6 +56,29 @@ class folder_io {
   virtual std::error_code write_file_atomic(std::string_view path, std::string_view content,
                                             std::uint32_t mode, std::int64_t mtime_ns,
                                             bool sync_directory = true) = 0;
+  // write_file_atomic that replaces `path` only if, right before the rename (after the temporary
+  // was written and synced, the slow part), `path` still is what `expected` describes (same kind,
+  // inode, size, mtime and ctime; kind none: absent). Otherwise nothing changes and the result is
+  // errc::conflict: a local write landed meanwhile and must not be sent to an unlinked inode.
+  // Default: the check, then write_file_atomic (a wider window); the real and in-memory
+  // implementations check between the sync and the rename.
+  virtual std::error_code write_file_atomic_if(std::string_view path, std::string_view content,
+                                               std::uint32_t mode, std::int64_t mtime_ns,
+                                               bool sync_directory, const file_stat& expected);
+  // Phase one of a batched atomic replace (state_machine::apply_batch): creates a new file with a
+  // unique temporary name ".raftsync-tmp-*" in directory `dir` ("" = the root), writes `content`,
+  // sets mode and mtime, and returns its path. Nothing is synced: the caller makes it durable
+  // with sync_files() BEFORE renaming it over its final name (a rename that reaches the disk
+  // before the content could leave an empty or partial file after a crash), then fsyncs the
+  // directories of the renames. Default: std::errc::operation_not_supported (apply_batch then
+  // writes every file with write_file_atomic).
+  virtual result<std::string> create_temp_file(std::string_view dir, std::string_view content,
+                                               std::uint32_t mode, std::int64_t mtime_ns);
+  // Makes the content and metadata of every file in `paths` durable, as sync_file() of each
+  // would; returns the first error. Implementations may overlap the flushes (real_folder_io runs
+  // them on several threads, so a journaling filesystem commits them together). Default: one
+  // sync_file() after the other.
+  virtual std::error_code sync_files(const std::vector<std::string>& paths);
   // Writes `data` at `offset` into `path`, creating it (mode 0600) if missing, never truncating.
   // For staging objects; not atomic.
   virtual std::error_code write_at(std::string_view path, std::uint64_t offset,
@@ -83,6 +106,14 @@ inline bool same_local_identity(const manifest_entry& e, const file_stat& st) no
   return st.kind == e.kind && st.size_bytes == e.size_bytes && st.inode == e.local_inode &&
          st.mtime_ns == e.local_mtime_ns && st.ctime_ns == e.local_ctime_ns && e.local_inode != 0;
 }
+// What write_file_atomic_if compares: kind, inode, size, mtime, ctime (kind none: absent).
+inline bool same_working_identity(const file_stat& a, const file_stat& b) noexcept {
+  if (a.kind == file_kind::none || b.kind == file_kind::none) return a.kind == b.kind;
+  return a.kind == b.kind && a.inode == b.inode && a.size_bytes == b.size_bytes &&
+         a.mtime_ns == b.mtime_ns && a.ctime_ns == b.ctime_ns;
+}
+// lstat, with absence as kind none.
+result<file_stat> stat_or_absent(folder_io& io, std::string_view path);
 inline void remember_local_identity(manifest_entry& e, const file_stat& st) noexcept {
   e.local_inode = st.inode;
   e.local_mtime_ns = st.mtime_ns;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -20,9 +21,14 @@ class memory_folder_io final : public folder_io {
   result<file_stat> lstat(std::string_view path) override;
   std::error_code read(std::string_view path, std::uint64_t offset, std::size_t max_bytes,
                        std::string& out) override;
+  std::error_code write_file_atomic_if(std::string_view path, std::string_view content,
+                                       std::uint32_t mode, std::int64_t mtime_ns,
+                                       bool sync_directory, const file_stat& expected) override;
   std::error_code write_file_atomic(std::string_view path, std::string_view content,
                                     std::uint32_t mode, std::int64_t mtime_ns,
                                     bool sync_directory = true) override;
+  result<std::string> create_temp_file(std::string_view dir, std::string_view content,
+                                       std::uint32_t mode, std::int64_t mtime_ns) override;
   std::error_code write_at(std::string_view path, std::uint64_t offset,
                            std::string_view data) override;
   std::error_code truncate(std::string_view path, std::uint64_t size_bytes) override;
@@ -53,6 +59,9 @@ class memory_folder_io final : public folder_io {
   std::string dump() const;
   std::uint64_t mutation_count() const noexcept { return mutations_; }
   std::uint64_t dir_sync_count() const noexcept { return dir_syncs_; }
+  // Test hook: runs inside write_file_atomic_if after the temporary is written and before the
+  // target is examined and replaced (a user writing the file at that moment).
+  std::function<void(std::string_view path)> before_replace;
 
  private:
   struct node {

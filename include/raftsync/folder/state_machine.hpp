@@ -171,6 +171,12 @@ struct move_record {
 inline constexpr std::size_t move_records_max = 4096;
 using move_map = std::map<std::string, move_record, std::less<>>;  // keyed by the old path
 
+// One committed log entry for state_machine::apply_batch(); `data` must stay valid during the call.
+struct batch_entry {
+  std::uint64_t index = 0;
+  std::string_view data;
+};
+
 // The replicated state as a value (what snapshots carry).
 struct replicated_state {
   manifest files;
@@ -204,6 +210,18 @@ class state_machine {
   // is recognised and recorded without duplicating anything.
   apply_result apply(std::uint64_t index, std::string_view entry_data);
   apply_result apply(std::uint64_t index, const command& value);
+  // Applies consecutive committed entries (increasing indexes, as apply() requires) with the
+  // results apply() would give one after the other, but with fewer flushes: the contents of the
+  // batch's writes are first written to temporary files at the root and made durable together
+  // (folder_io::sync_files), then every entry is applied in order (a write renames its prepared
+  // file into place), and finally every directory the batch changed is fsynced once. A batch with
+  // at most one such write writes it with write_file_atomic as apply() does.
+  // Returns one result per entry, in order, and stops after the first `failed` one (always the
+  // last result; nothing of it is recorded; retry from its index). Prepared files no apply used
+  // are removed. When it returns, every change of the returned entries is durable — unless a
+  // directory fsync failed: that directory then stays pending and persist() retries it and fails
+  // while it fails, so no state file ever claims an apply whose rename may not be on disk.
+  std::vector<apply_result> apply_batch(const std::vector<batch_entry>& entries);
   // Records `index` as applied without a folder command (Raft no-op, membership change).
   void skip(std::uint64_t index);
 
@@ -343,8 +361,21 @@ class state_machine {
                             bool* already, bool* keep_local);
   result<bool> working_matches(std::string_view path, const manifest_entry* entry, file_stat* seen);
   std::error_code record_written(std::string_view path, manifest_entry& entry, apply_result& r);
-  // fsync directory `dir` now, or at the next persist() with defer_directory_sync.
+  // fsync directory `dir` now, or at the next persist() with defer_directory_sync, or at the end
+  // of the running apply_batch().
   std::error_code sync_directory(std::string_view dir);
+  // fsyncs every directory in dirs_to_sync_; the ones that fail stay there.
+  std::error_code sync_pending_directories();
+  // Writes a write command's content to `target` atomically: renames the file apply_batch
+  // prepared for `index` into place, else write_file_atomic.
+  // Replaces `target` only if it still is `expected` (errc::conflict otherwise, nothing written).
+  std::error_code write_content(std::uint64_t index, const std::string& target,
+                                std::string_view content, std::uint32_t mode, std::int64_t mtime_ns,
+                                const file_stat& expected);
+  // apply_batch phase one: writes the contents of the batch's writes to temporary files and syncs
+  // them together (fills prepared_). Any failure leaves those writes to write_file_atomic.
+  void prepare_batch(const std::vector<batch_entry>& entries,
+                     const std::vector<result<command>>& commands);
   bool dedupe_seen(node_id origin, std::uint64_t sequence) const;
   void dedupe_add(node_id origin, std::uint64_t sequence);
   static std::string staging_path(node_id origin, std::uint64_t upload_id) {
@@ -369,8 +400,7 @@ class state_machine {
   // (origin, upload_id, chunk_index) → hash. Local and in memory only; a restart re-reads.
   std::map<std::tuple<node_id, std::uint64_t, std::uint64_t>, digest> verified_staged_;
   std::set<std::tuple<node_id, std::uint64_t, std::uint64_t>> unavailable_;  // mark_unavailable()
-  std::set<std::string, std::less<>> dirs_to_sync_;  // defer_directory_sync: fsync at persist()
-  move_map moves_;                                   // replicated, see move_record
+  move_map moves_;                                                  // replicated, see move_record
   std::set<std::pair<std::uint64_t, std::string>> moves_by_index_;  // eviction order of moves_
   // Local, not persisted: entries applies removed or replaced recently, with this node's local
   // identity of them. This node's user may have renamed such an entry just before (the rename not
@@ -383,6 +413,11 @@ class state_machine {
   };
   std::map<std::string, replaced_entry, std::less<>> replaced_recently_;
   std::deque<std::string> replaced_order_;  // insertion order of replaced_recently_ (bounded)
+  // defer_directory_sync: fsync at persist(); apply_batch: fsync at its end (or at persist()).
+  std::set<std::string, std::less<>> dirs_to_sync_;
+  // apply_batch only: index of a write → its prepared temporary file, content already durable.
+  std::map<std::uint64_t, std::string> prepared_;
+  bool in_batch_ = false;  // apply_batch is running: directory fsyncs wait for its end
   bool dirty_ = false;
   undo_log* undo_ = nullptr;  // set only while apply() runs
 };
