@@ -9,6 +9,7 @@ packages=(
   libuv1-dev libfmt-dev catch2 libssl-dev
   clang-14 libclang-rt-14-dev   # libFuzzer + sanitizers for the frame-decoder fuzz target
   iproute2 nftables procps psmisc python3  # chaos harness: namespaces, partitions, processes
+  faketime                                 # chaos harness: the clock fault (libfaketime)
 )
 if [[ "${RAFTSYNC_WITH_WINDOWS:-0}" == 1 ]]; then
   packages+=(g++-mingw-w64-x86-64-posix wine wine64)
