@@ -80,6 +80,8 @@ std::error_code state_machine_config::validate(std::string* reason) const {
   if (state_file.empty()) return bad("state_file: empty");
   if (dedupe_window == 0) return bad("dedupe_window: must be > 0");
   if (write_bytes_max > (std::uint64_t{1} << 30)) return bad("write_bytes_max: above 1 GiB");
+  if (boot_epoch_floor >= (std::uint64_t{1} << 31) - 1)
+    return bad("boot_epoch_floor: must be below 2^31 - 1");
   return {};
 }
 
@@ -276,7 +278,7 @@ std::error_code state_machine::open() {
       if (auto ec = tree_.unlink(name); ec && !is_missing(ec)) return ec;
     }
   }
-  ++boot_epoch_;
+  boot_epoch_ = std::max(boot_epoch_ + 1, config_.boot_epoch_floor);
   RAFTSYNC_ASSERT(boot_epoch_ < (std::uint64_t{1} << 31), "boot epoch overflow");
   sequence_counter_ = 0;
   dirty_ = true;

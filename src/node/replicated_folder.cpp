@@ -403,6 +403,14 @@ std::error_code replicated_folder::impl::open_state() {
   machine_config.self = config_.id;
   machine_config.chunk_bytes = config_.chunk_bytes;
   machine_config.state_file = "folder-state";
+  {
+    // Seconds since 2020-01-01 UTC: a wiped node's new incarnation starts above every sequence
+    // number its predecessor used (see state_machine_config::boot_epoch_floor).
+    constexpr std::int64_t epoch_2020_s = 1'577'836'800;
+    const std::int64_t now_s = node_detail::utc_now_ns() / 1'000'000'000;
+    machine_config.boot_epoch_floor =
+        now_s > epoch_2020_s ? static_cast<std::uint64_t>(now_s - epoch_2020_s) : 0;
+  }
   if (std::error_code bad = machine_config.validate(&why_)) return bad;
   machine_ = std::make_unique<folder::state_machine>(machine_config, *tree_io_, *state_io_);
   if (std::error_code open_error = machine_->open()) return open_error;

@@ -411,3 +411,42 @@ TEST_CASE("an own write never replaces a file the user is rewriting", "[folder][
   REQUIRE(next.size() == 1);
   CHECK(next.front().content == "second version");
 }
+
+// Chaos bug 8: a node whose state directory was wiped started its sequence numbers again from
+// its previous incarnation's; every other node skipped its new changes as duplicates.
+TEST_CASE("a wiped node's new incarnation never reuses its predecessor's sequence numbers",
+          "[folder][restart]") {
+  node observer(1);
+  auto config_at = [](std::uint64_t floor) {
+    state_machine_config c = small_config(2);
+    c.boot_epoch_floor = floor;
+    return c;
+  };
+  memory_folder_io first_disk;
+  state_machine first(config_at(100), first_disk, first_disk);
+  REQUIRE_FALSE(first.open());
+  std::uint64_t index = 0;
+  for (int i = 0; i < 5; ++i) {
+    command c = make_write(2, first.next_sequence(), "a" + std::to_string(i), "first life");
+    REQUIRE(observer.sm->apply(++index, encode_command(c)).status == apply_status::applied);
+  }
+  // The disk is replaced: empty state, the clock has moved on by at least a second.
+  memory_folder_io second_disk;
+  state_machine second(config_at(101), second_disk, second_disk);
+  REQUIRE_FALSE(second.open());
+  for (int i = 0; i < 5; ++i) {
+    command c = make_write(2, second.next_sequence(), "b" + std::to_string(i), "second life");
+    auto r = observer.sm->apply(++index, encode_command(c));
+    INFO(r.reason);
+    CHECK(r.status == apply_status::applied);
+  }
+  // A restart with state keeps growing even if the clock went back.
+  memory_folder_io disk;
+  {
+    state_machine a(config_at(500), disk, disk);
+    REQUIRE_FALSE(a.open());
+  }
+  state_machine b(config_at(10), disk, disk);
+  REQUIRE_FALSE(b.open());
+  CHECK(b.next_sequence() > (std::uint64_t{500} << 32));
+}

@@ -60,6 +60,12 @@ struct state_machine_config {
   // Largest content of a single write command (a bigger file must be chunked). Defaults to
   // chunk_bytes when 0.
   std::uint64_t write_bytes_max = 0;
+  // The lowest boot epoch open() may start (next_sequence() = epoch << 32 | counter). The epoch
+  // persisted in the state file only grows, but a node whose state directory was wiped starts
+  // again from nothing: the facade passes the UTC clock in seconds since 2020-01-01, so a new
+  // incarnation never reuses its predecessor's sequence numbers (which every other node would
+  // skip as duplicates — chaos bug 8).
+  std::uint64_t boot_epoch_floor = 0;
 
   // errc::invalid_config with *reason naming the field.
   std::error_code validate(std::string* reason = nullptr) const;
