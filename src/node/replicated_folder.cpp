@@ -408,8 +408,11 @@ std::error_code replicated_folder::impl::open_state() {
     // number its predecessor used (see state_machine_config::boot_epoch_floor).
     constexpr std::int64_t epoch_2020_s = 1'577'836'800;
     const std::int64_t now_s = node_detail::utc_now_ns() / 1'000'000'000;
+    // Clamped far below 2^31 so that no clock, however wrong, can stop the node from starting.
     machine_config.boot_epoch_floor =
-        now_s > epoch_2020_s ? static_cast<std::uint64_t>(now_s - epoch_2020_s) : 0;
+        now_s > epoch_2020_s
+            ? std::min<std::uint64_t>(static_cast<std::uint64_t>(now_s - epoch_2020_s), 1u << 30)
+            : 0;
   }
   if (std::error_code bad = machine_config.validate(&why_)) return bad;
   machine_ = std::make_unique<folder::state_machine>(machine_config, *tree_io_, *state_io_);
@@ -761,6 +764,13 @@ void replicated_folder::impl::drain_apply_queue() {
          ++it) {
       batch.push_back(folder::batch_entry{it->index, it->data});
       batch_bytes += it->data.size();
+      // A large file's commit may have to wait for its bytes (awaiting_content): it ends the
+      // batch, so a wait never throws away (and re-prepares) the contents of later writes.
+      // (Byte 1 of an encoded command is its kind.)
+      if (it->data.size() > 1 && static_cast<std::uint8_t>(it->data[1]) ==
+                                     static_cast<std::uint8_t>(folder::command_kind::commit)) {
+        break;
+      }
     }
     const std::vector<folder::apply_result> results = machine_->apply_batch(batch);
     bool stopped = false;
