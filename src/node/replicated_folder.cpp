@@ -447,7 +447,11 @@ std::error_code replicated_folder::impl::open_state() {
   raft_config.id = config_.id;
   raft_config.election_ticks = config_.election_ticks;
   raft_config.heartbeat_ticks = config_.heartbeat_ticks;
-  raft_config.applied = std::min(machine_->persisted_index(), initial->hard.commit);
+  // The core's membership is the log snapshot's; membership changes committed after it must be
+  // applied again (to the core, the transport and conf_), so the core replays every committed
+  // entry above the log snapshot — the folder skips those it already reflects.
+  raft_config.applied =
+      std::min({log_->snapshot().index, machine_->persisted_index(), initial->hard.commit});
   raft_config.applied = std::max(raft_config.applied, log_->first_index() - 1);
   raft_config.random_seed =
       config_.id * 0x9E3779B97F4A7C15ull ^
@@ -744,6 +748,9 @@ void replicated_folder::impl::drain_apply_queue() {
   while (!apply_queue_.empty()) {
     const raft::entry& e = apply_queue_.front();
     if (e.index <= machine_->applied_index()) {  // replayed after a restart: already reflected
+      // ... in the folder; a membership change is state of the core and the transport, which
+      // restarted from the log snapshot's membership: apply it again.
+      if (e.type == raft::entry_type::conf_change) apply_conf_change_entry(e);
       apply_queue_.pop_front();
       continue;
     }

@@ -290,6 +290,23 @@ TEST_CASE("a fourth node joins with add-node, receives the folder, and can be re
   require_converged(cluster);
   REQUIRE(read_file(cluster.folder(1) / "from-node-4.txt") == "node 4 writes too\n");
 
+  // A founder restarted after the membership change (no log snapshot since) must still know
+  // node 4 once it leads: it replays the change from its log.
+  cluster.kill(1, SIGKILL);
+  cluster.start(1, {}, founders);
+  REQUIRE(cluster.wait_ready(1));
+  REQUIRE(wait_until(
+      [&] {
+        const int l = cluster.wait_leader();
+        if (l == 1) return true;
+        if (l != 0) (void)cluster.control(l, "transfer-leader", nullptr, "--node 1");
+        return false;
+      },
+      30s));
+  write_file(cluster.folder(4) / "after-restart.txt", "node 4, leader restarted\n");
+  require_converged(cluster);
+  REQUIRE(read_file(cluster.folder(1) / "after-restart.txt") == "node 4, leader restarted\n");
+
   const int current = cluster.wait_leader();
   REQUIRE(current != 0);
   REQUIRE(cluster.control(current, "remove-node", &out, "--node 4") == 0);
