@@ -622,9 +622,14 @@ bool replicated_folder::impl::forwarded_proposal_allowed(const raft::message& m)
       }
     }
   }
-  if (why.empty()) return true;
-  log(1, fmt::format("proposal forwarded by node {} refused: {}", m.from, why));
-  return false;
+  if (!why.empty()) {
+    log(1, fmt::format("proposal forwarded by node {} refused: {}", m.from, why));
+    return false;
+  }
+  // Only the leader takes forwarded proposals: a follower would forward them again under its own
+  // id, and the leader would then refuse them as commands in another node's name. The proposer
+  // re-proposes to the leader it learns of (pending proposals are retried).
+  return soft_.role == raft::role::leader;
 }
 
 void replicated_folder::impl::process_ready() {
