@@ -166,6 +166,19 @@ result<command> decode_command(std::string_view bytes, const command_limits& lim
   return c;
 }
 
+result<command_header> peek_command(std::string_view bytes) {
+  detail::byte_reader r(bytes);
+  const std::uint8_t version = r.u8();
+  if (!r.ok()) return errc::malformed;
+  if (version != command_format_version && version != 1) return errc::unsupported_version;
+  const std::uint8_t kind = r.u8();
+  command_header h;
+  h.origin = r.u64();
+  if (!r.ok() || kind < 1 || kind > 11) return errc::malformed;
+  h.kind = static_cast<command_kind>(kind);
+  return h;
+}
+
 std::string describe(const command& value) {
   std::string out = to_string(value.kind);
   out += ' ';

@@ -235,48 +235,41 @@ std::error_code real_folder_io::read(std::string_view path, std::uint64_t offset
 std::error_code real_folder_io::write_file_atomic(std::string_view path, std::string_view content,
                                                   std::uint32_t mode, std::int64_t mtime_ns,
                                                   bool sync_directory) {
-  auto parent = open_parent(root_fd_, path);
-  if (!parent) return parent.error();
-  if (parent->leaf.empty()) return std::make_error_code(std::errc::is_a_directory);
-  std::string temp = next_temp_name();
-  if (auto ec = write_new_file(parent->fd, temp, content, mode, mtime_ns, true)) return ec;
-  if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0) {
-    auto ec = last_error();
-    ::unlinkat(parent->fd, temp.c_str(), 0);
-    return ec;
-  }
-  if (sync_directory && ::fsync(parent->fd) != 0) return last_error();
-  return {};
+  return replace_file(path, content, mode, mtime_ns, sync_directory, nullptr);
 }
 
 std::error_code real_folder_io::write_file_atomic_if(std::string_view path,
                                                      std::string_view content, std::uint32_t mode,
                                                      std::int64_t mtime_ns, bool sync_directory,
                                                      const file_stat& expected) {
+  return replace_file(path, content, mode, mtime_ns, sync_directory, &expected);
+}
+
+std::error_code real_folder_io::replace_file(std::string_view path, std::string_view content,
+                                             std::uint32_t mode, std::int64_t mtime_ns,
+                                             bool sync_directory, const file_stat* expected) {
   auto parent = open_parent(root_fd_, path);
   if (!parent) return parent.error();
   if (parent->leaf.empty()) return std::make_error_code(std::errc::is_a_directory);
   std::string temp = next_temp_name();
   if (auto ec = write_new_file(parent->fd, temp, content, mode, mtime_ns, true)) return ec;
-  // The temporary is durable; is the target still what the caller examined?
-  struct stat st {};
-  file_stat now;
-  if (::fstatat(parent->fd, parent->leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    now = to_stat(st);
-  } else if (errno != ENOENT) {
-    auto ec = last_error();
+  auto fail = [&](std::error_code ec) {
     ::unlinkat(parent->fd, temp.c_str(), 0);
     return ec;
+  };
+  if (expected != nullptr) {
+    // The temporary is durable; is the target still what the caller examined?
+    struct stat st {};
+    file_stat now;
+    if (::fstatat(parent->fd, parent->leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      now = to_stat(st);
+    } else if (errno != ENOENT) {
+      return fail(last_error());
+    }
+    if (!same_working_identity(now, *expected)) return fail(make_error_code(errc::conflict));
   }
-  if (!same_working_identity(now, expected)) {
-    ::unlinkat(parent->fd, temp.c_str(), 0);
-    return make_error_code(errc::conflict);
-  }
-  if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0) {
-    auto ec = last_error();
-    ::unlinkat(parent->fd, temp.c_str(), 0);
-    return ec;
-  }
+  if (::renameat(parent->fd, temp.c_str(), parent->fd, parent->leaf.c_str()) != 0)
+    return fail(last_error());
   if (sync_directory && ::fsync(parent->fd) != 0) return last_error();
   return {};
 }

@@ -1097,7 +1097,6 @@ result<std::string> state_machine::read_chunk(node_id origin, std::uint64_t uplo
 
 std::vector<content_wanted> state_machine::wanted_for_missing(std::size_t max) {
   std::vector<content_wanted> out;
-  std::string buffer;
   for (const std::string& path : missing_) {
     const manifest_entry* e = manifest_.find(path);
     if (e == nullptr || e->kind != file_kind::regular) continue;
@@ -1106,8 +1105,7 @@ std::vector<content_wanted> state_machine::wanted_for_missing(std::size_t max) {
           std::min<std::uint64_t>(config_.chunk_bytes, e->size_bytes - i * config_.chunk_bytes);
       if (verified(0, e->version, i, e->chunk_hashes[i])) continue;
       if (unavailable_.count({0, e->version, i}) != 0) continue;
-      if (!tree_.read(staging_path(0, e->version), i * config_.chunk_bytes, size, buffer) &&
-          buffer.size() == size && sha256(buffer) == e->chunk_hashes[i]) {
+      if (read_chunk(0, e->version, i, size, e->chunk_hashes[i], {})) {  // staged before
         verified_staged_[{0, e->version, i}] = e->chunk_hashes[i];
         continue;
       }

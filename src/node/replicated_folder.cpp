@@ -77,6 +77,18 @@ namespace {
 constexpr std::uint32_t snapshot_channel = 1;
 constexpr std::uint32_t content_channel = 2;
 constexpr std::uint32_t applied_channel = 3;
+
+// The application channels' little-endian integers.
+void append_u64(std::string& out, std::uint64_t value) {
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+std::uint64_t load_u64(std::string_view bytes) {  // bytes.size() >= 8
+  std::uint64_t value = 0;
+  for (int i = 0; i < 8; ++i)
+    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
+  return value;
+}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -616,9 +628,9 @@ bool replicated_folder::impl::forwarded_proposal_allowed(const raft::message& m)
     if (e.type != raft::entry_type::normal) {
       why = "it carries a membership change";
     } else if (!e.data.empty()) {
-      auto cmd = folder::decode_command(e.data);
-      if (cmd && cmd->origin != m.from) {
-        why = fmt::format("a command names node {} as its origin", cmd->origin);
+      auto header = folder::peek_command(e.data);  // no copy of the content
+      if (header && header->origin != m.from) {
+        why = fmt::format("a command names node {} as its origin", header->origin);
       }
     }
   }
@@ -778,11 +790,8 @@ void replicated_folder::impl::drain_apply_queue() {
       batch_bytes += it->data.size();
       // A large file's commit may have to wait for its bytes (awaiting_content): it ends the
       // batch, so a wait never throws away (and re-prepares) the contents of later writes.
-      // (Byte 1 of an encoded command is its kind.)
-      if (it->data.size() > 1 && static_cast<std::uint8_t>(it->data[1]) ==
-                                     static_cast<std::uint8_t>(folder::command_kind::commit)) {
-        break;
-      }
+      auto header = folder::peek_command(it->data);
+      if (header && header->kind == folder::command_kind::commit) break;
     }
     const std::vector<folder::apply_result> results = machine_->apply_batch(batch);
     bool stopped = false;
@@ -835,8 +844,7 @@ void replicated_folder::impl::report_applied() {
   last_applied_report_ = now;
   transport::app_message m;
   m.channel = applied_channel;
-  for (int i = 0; i < 8; ++i)
-    m.payload.push_back(static_cast<char>((applied >> (8 * i)) & 0xff));
+  append_u64(m.payload, applied);
   transport_->send(transport::envelope{config_.id, soft_.leader, std::move(m)});
 }
 
@@ -1510,10 +1518,8 @@ std::string encode_piece(std::uint8_t kind, std::uint64_t index, std::uint64_t o
   std::string out;
   out.reserve(snapshot_piece_header_bytes + data.size());
   out.push_back(static_cast<char>(kind));
-  for (std::uint64_t value : {index, offset, total}) {
-    for (int i = 0; i < 8; ++i)
-      out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-  }
+  for (std::uint64_t value : {index, offset, total})
+    append_u64(out, value);
   out.append(data);
   return out;
 }
@@ -1528,15 +1534,9 @@ std::optional<piece> decode_piece(std::string_view bytes) {
   if (bytes.size() < snapshot_piece_header_bytes) return std::nullopt;
   piece p;
   p.kind = static_cast<std::uint8_t>(bytes[0]);
-  std::uint64_t* fields[] = {&p.index, &p.offset, &p.total};
-  for (int f = 0; f < 3; ++f) {
-    std::uint64_t value = 0;
-    for (int i = 0; i < 8; ++i) {
-      value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[1 + 8 * f + i]))
-               << (8 * i);
-    }
-    *fields[f] = value;
-  }
+  p.index = load_u64(bytes.substr(1));
+  p.offset = load_u64(bytes.substr(9));
+  p.total = load_u64(bytes.substr(17));
   if (p.kind < 1 || p.kind > 4) return std::nullopt;
   p.data = bytes.substr(snapshot_piece_header_bytes);
   return p;
@@ -1576,9 +1576,8 @@ void replicated_folder::impl::pump_snapshot(raft::node_id to, outgoing_snapshot&
       // skip it; the receiver fetches that file's committed content from a peer afterwards.
       const std::uint64_t end = out.writer->span_end(out.sent);
       if (end > out.sent) {
-        std::string end_bytes(8, '\0');
-        for (int i = 0; i < 8; ++i)
-          end_bytes[static_cast<std::size_t>(i)] = static_cast<char>((end >> (8 * i)) & 0xff);
+        std::string end_bytes;
+        append_u64(end_bytes, end);
         transport::app_message skip_message;
         skip_message.channel = snapshot_channel;
         skip_message.payload = encode_piece(4, out.writer->index(), out.sent, total, end_bytes);
@@ -1646,9 +1645,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
   }
   if (m.channel == applied_channel) {
     if (m.payload.size() != 8) return;
-    std::uint64_t applied = 0;
-    for (int i = 0; i < 8; ++i)
-      applied |= static_cast<std::uint64_t>(static_cast<unsigned char>(m.payload[i])) << (8 * i);
+    const std::uint64_t applied = load_u64(m.payload);
     auto& known = peer_applied_[from];
     known = std::max(known, applied);
     check_flush_waiters();
@@ -1719,11 +1716,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     return;
   }
   if (p->kind == 4) {
-    std::uint64_t end = 0;
-    if (p->data.size() == 8) {
-      for (int i = 0; i < 8; ++i)
-        end |= static_cast<std::uint64_t>(static_cast<unsigned char>(p->data[i])) << (8 * i);
-    }
+    const std::uint64_t end = p->data.size() == 8 ? load_u64(p->data) : 0;
     if (std::error_code ec = incoming_snapshot_->skip(p->offset, end)) {
       log(1, fmt::format("folder snapshot from node {}: bad skip ({})", from, ec.message()));
       (void)incoming_snapshot_->abort();
@@ -1827,20 +1820,11 @@ std::string encode_content(std::uint8_t kind, std::uint64_t origin, std::uint64_
   std::string out;
   out.reserve(content_header_bytes + rest.size());
   out.push_back(static_cast<char>(kind));
-  for (std::uint64_t value : {origin, upload_id, chunk_index}) {
-    for (int i = 0; i < 8; ++i)
-      out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
-  }
+  for (std::uint64_t value : {origin, upload_id, chunk_index})
+    append_u64(out, value);
   out.append(reinterpret_cast<const char*>(sha256.data()), sha256.size());
   out.append(rest);
   return out;
-}
-
-std::uint64_t load_u64(std::string_view bytes) {
-  std::uint64_t value = 0;
-  for (int i = 0; i < 8; ++i)
-    value |= static_cast<std::uint64_t>(static_cast<unsigned char>(bytes[i])) << (8 * i);
-  return value;
 }
 
 std::optional<content_piece> decode_content(std::string_view bytes) {
@@ -2076,9 +2060,8 @@ void replicated_folder::impl::ask_for_content() {
     f.asked = true;
     f.asked_at = now;
     ++in_flight;
-    std::string rest(8, '\0');
-    for (int i = 0; i < 8; ++i)
-      rest[static_cast<std::size_t>(i)] = static_cast<char>((f.want.size_bytes >> (8 * i)) & 0xff);
+    std::string rest;
+    append_u64(rest, f.want.size_bytes);
     rest += f.want.path;
     transport::app_message message;
     message.channel = content_channel;

@@ -79,6 +79,12 @@ TEST_CASE("chunk_ref commands round-trip and carry no bytes", "[folder][chunks][
   auto back = decode_command(bytes);
   REQUIRE(back.has_value());
   CHECK(*back == c);
+  // The header alone, as the facade reads it on hot paths.
+  auto header = peek_command(bytes);
+  REQUIRE(header.has_value());
+  CHECK(header->kind == command_kind::chunk_ref);
+  CHECK(header->origin == 3);
+  CHECK(peek_command(bytes.substr(0, 5)).error() == make_error_code(errc::malformed));
   c.size_bytes = 0;
   CHECK(decode_command(encode_command(c)).error() == make_error_code(errc::malformed));
   c.size_bytes = (std::uint64_t{64} << 20) + 1;

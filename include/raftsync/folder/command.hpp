@@ -87,6 +87,15 @@ std::string encode_command(const command& value);
 // bounds.
 result<command> decode_command(std::string_view bytes, const command_limits& limits = {});
 
+// The kind and origin of an encoded command, read from its fixed header without decoding (and
+// copying) the rest; errc::malformed / errc::unsupported_version as decode_command would say for
+// the header. For checks on hot paths (forwarded proposals, apply batching).
+struct command_header {
+  command_kind kind = command_kind::write;
+  node_id origin = 0;
+};
+result<command_header> peek_command(std::string_view bytes);
+
 // One line for logs: "write a/b.txt origin=2 seq=7 base=12 (4096 bytes)".
 std::string describe(const command& value);
 

@@ -59,6 +59,10 @@ class real_folder_io final : public folder_io {
   real_folder_io(std::filesystem::path root, int root_fd)
       : root_(std::move(root)), root_fd_(root_fd) {}
   std::string next_temp_name();
+  // write_file_atomic (expected == nullptr) and write_file_atomic_if.
+  std::error_code replace_file(std::string_view path, std::string_view content, std::uint32_t mode,
+                               std::int64_t mtime_ns, bool sync_directory,
+                               const file_stat* expected);
   std::filesystem::path root_;
   int root_fd_;
   std::uint64_t temp_counter_ = 0;
