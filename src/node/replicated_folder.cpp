@@ -211,7 +211,8 @@ class replicated_folder::impl {
   void process_ready();
   void apply_entries(const std::vector<raft::entry>& entries);
   void apply_conf_change_entry(const raft::entry& e);
-  void propose_command(folder::command cmd);
+  // Returns the command's sequence (0: dropped as equal to a pending one).
+  std::uint64_t propose_command(folder::command cmd);
   void propose_pending(pending_proposal& p);
   void flush_proposal_batch();
   void detect_and_propose(const std::vector<std::string>& paths, bool recursive);
@@ -992,7 +993,7 @@ void replicated_folder::impl::apply_conf_change_entry(const raft::entry& e) {
 // ---------------------------------------------------------------------------------------------
 // Proposing local changes.
 
-void replicated_folder::impl::propose_command(folder::command cmd) {
+std::uint64_t replicated_folder::impl::propose_command(folder::command cmd) {
   cmd.origin = config_.id;
   if (cmd.timestamp_ns == 0) cmd.timestamp_ns = utc_now_ns();
   // Several events for one change (create, modify, close) must not become several commands: a
@@ -1009,7 +1010,7 @@ void replicated_folder::impl::propose_command(folder::command cmd) {
     auto it = pending_by_path_.find(cmd.path);
     if (it != pending_by_path_.end() && pending_.count(it->second.first) != 0 &&
         it->second.second == fingerprint) {
-      return;
+      return 0;
     }
   }
   if (cmd.sequence == 0) cmd.sequence = machine_->next_sequence();
@@ -1021,6 +1022,7 @@ void replicated_folder::impl::propose_command(folder::command cmd) {
   auto [it, inserted] = pending_.emplace(cmd.sequence, std::move(p));
   last_sequence_ = std::max(last_sequence_, cmd.sequence);
   propose_pending(it->second);
+  return cmd.sequence;
 }
 
 void replicated_folder::impl::propose_pending(pending_proposal& p) {
@@ -1536,15 +1538,15 @@ void replicated_folder::impl::continue_upload() {
         }
       }
       const bool is_commit = (*next)->kind == folder::command_kind::commit;
-      propose_command(std::move(**next));
-      upload_in_flight_.insert(last_sequence_);
+      upload_in_flight_.insert(propose_command(std::move(**next)));
       if (is_commit) upload_commit_next_ = true;
     }
     if (!upload_) continue;
     if (upload_commit_next_ && held_commit_ && upload_in_flight_.empty() && pushing_.empty()) {
-      propose_command(std::move(*held_commit_));
+      // Its sequence was taken when it was read, before whatever was proposed meanwhile: track
+      // that one (not the latest; chaos soak D'' stalled uploads for good that way).
+      upload_in_flight_.insert(propose_command(std::move(*held_commit_)));
       held_commit_.reset();
-      upload_in_flight_.insert(last_sequence_);
     }
     return;
   }
@@ -1941,9 +1943,9 @@ void replicated_folder::impl::push_chunk(folder::command chunk) {
       log(1, fmt::format("staging chunk {} of {} failed ({}); sending it through the log",
                          chunk.chunk_index, chunk.path, ec.message()));
       chunk.content = std::move(p.bytes);
-      propose_command(std::move(chunk));
-      upload_in_flight_.insert(last_sequence_);
-      upload_inline_.insert(last_sequence_);  // holds its bytes (in the log) until applied
+      const std::uint64_t sequence = propose_command(std::move(chunk));
+      upload_in_flight_.insert(sequence);
+      upload_inline_.insert(sequence);  // holds its bytes (in the log) until applied
       return;
     }
   }
@@ -2058,8 +2060,9 @@ void replicated_folder::impl::maybe_reference(std::uint64_t chunk_index) {
   if (holders < voters.size() / 2 + 1) return;
   folder::command ref = std::move(it->second.ref);
   pushing_.erase(it);
-  propose_command(std::move(ref));
-  upload_in_flight_.insert(last_sequence_);
+  // The reference carries the sequence its chunk took when read; proposals made since have
+  // later ones.
+  upload_in_flight_.insert(propose_command(std::move(ref)));
 }
 
 void replicated_folder::impl::send_push(raft::node_id to, const pushed_chunk& p) {

@@ -85,7 +85,8 @@ struct cluster {
 
   // Positions 1..3 (node(), folder(), leader()) are members first_id .. first_id + 2.
   explicit cluster(const std::string& name, std::uint64_t chunk_bytes = 1 << 20,
-                   std::uint64_t first_id = 1)
+                   std::uint64_t first_id = 1,
+                   std::chrono::milliseconds proposal_retry = std::chrono::milliseconds(1000))
       : first(first_id) {
     base = fs::temp_directory_path() /
            ("raftsync-node-test-" + name + "-" + std::to_string(::getpid()));
@@ -104,6 +105,7 @@ struct cluster {
                                   ports[static_cast<std::size_t>(j)]});
       config.secret = secret;
       config.chunk_bytes = chunk_bytes;
+      config.proposal_retry = proposal_retry;
       config.log = [this, id = i + 1](int level, std::string_view message) {
         if (level > 2) return;
         std::lock_guard lock(log_mutex);
@@ -197,6 +199,30 @@ TEST_CASE("a large upload completes while flushes rescan the folder over and ove
   done = true;
   flusher.join();
   REQUIRE(converged);
+}
+
+// Chaos soak D'' (seed 24): uploads on a node that kept proposing small changes stalled for good.
+// A chunk's reference (and the commit) carries the sequence taken when the chunk was read; the
+// upload tracked the latest sequence proposed instead, so it never saw its own commands apply.
+// (A stalled upload is restarted after 10 x proposal_retry; 5 s here puts that beyond the wait.)
+TEST_CASE("a large upload completes while the same node proposes small changes", "[node][chunks]") {
+  cluster c("interleaved", 64 * 1024, 1, 5s);
+  const int writer = c.leader() % 3 + 1;  // a follower
+  const std::string content = random_bytes(4 * 1024 * 1024 + 13, 7);
+  std::atomic<bool> done{false};
+  std::thread small_writer([&] {
+    for (int i = 0; !done && i < 400; ++i) {
+      write_file(c.folder(writer) / "small" / (std::to_string(i) + ".txt"), std::to_string(i));
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  write_file(c.folder(writer) / "big.bin", content);
+  const bool converged = wait_until([&] { return c.everywhere("big.bin", content); }, 40s);
+  done = true;
+  small_writer.join();
+  REQUIRE(converged);
+  REQUIRE_FALSE(c.node(writer).flush(40s));
+  CHECK_FALSE(c.logged("made no progress"));
 }
 
 TEST_CASE("hostile content and snapshot messages from an authenticated peer are refused",
