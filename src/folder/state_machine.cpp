@@ -1282,7 +1282,9 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
       for (const auto& [i, info] : up.chunks) {
         if (unavailable_.count({c.origin, c.upload_id, i}) != 0) continue;
         if (r.wanted.size() == max_wanted_chunks) break;
-        r.wanted.push_back({c.origin, c.upload_id, i, info.size_bytes, info.sha256, c.path});
+        // Named by where the committed content lands: a peer that applied the commit already
+        // serves it from that file (a conflict copy's name when the commit is a conflict).
+        r.wanted.push_back({c.origin, c.upload_id, i, info.size_bytes, info.sha256, target});
       }
       if (!r.wanted.empty())
         return make_status(std::move(r), apply_status::awaiting_content,
@@ -1373,7 +1375,7 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
       // push): nothing is recorded; the facade fetches them from a peer and applies again.
       if (r.wanted.size() < max_wanted_chunks)
         r.wanted.push_back({c.origin, c.upload_id, i, staged_chunk_info.size_bytes,
-                            staged_chunk_info.sha256, c.path});
+                            staged_chunk_info.sha256, target});
     }
     if (intact && !r.wanted.empty())
       return make_status(std::move(r), apply_status::awaiting_content,

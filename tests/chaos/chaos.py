@@ -563,7 +563,8 @@ class Cluster:
             t0 = time.monotonic()
             if node.flush(3000):
                 for o in self.ops:
-                    if o["node"] == node.id and not o["acked"] and o["t"] < t0:
+                    if (o["node"] == node.id and not o["acked"] and o["t"] < t0 and
+                            not o.get("discarded")):
                         o["acked"] = True
 
     # --- faults ---
@@ -644,8 +645,12 @@ class Cluster:
             return restore
         raise ValueError(kind)
 
-    @staticmethod
-    def empty_folder(node):
+    def empty_folder(self, node):
+        # Changes made on the node and not acknowledged yet are destroyed with its disk: a flush
+        # on the new, empty node must not acknowledge them.
+        for o in self.ops:
+            if o["node"] == node.id and not o["acked"]:
+                o["discarded"] = True
         for name in os.listdir(node.folder):
             p = os.path.join(node.folder, name)
             if os.path.isdir(p) and not os.path.islink(p):
@@ -1166,7 +1171,8 @@ class Cluster:
         - `acked` is a rename S -> path, and another node concurrently renamed S elsewhere (Q:
           the same rule on Q) or wrote S around the same time without having seen the rename
           (that write followed the file to `path`: the final content of `path` is such a
-          write)."""
+          write), or deleted S without having seen the rename (rename / delete: the delete
+          wins, the file is gone under both names — `path` is absent)."""
         def final(q):
             entry = tree.get(q)
             if entry is None:
@@ -1193,6 +1199,11 @@ class Cluster:
                      if o["node"] != acked["node"] and o["state"] and
                      abs(o["t"] - acked["t"]) <= self.CONCURRENT_S}
             if final(path) in later:
+                return True
+            deleted = any(o["node"] != acked["node"] and "deleted" in o and
+                          abs(o["t"] - acked["t"]) <= self.CONCURRENT_S
+                          for o in by_path.get(source["src"], []))
+            if deleted and final(path) is None:
                 return True
         return False
 

@@ -454,3 +454,45 @@ TEST_CASE("a late chunk of an abandoned upload does not abandon the newer one",
     CHECK_FALSE(n->sm->needs_snapshot());
   }
 }
+
+// Chaos soak D'': a proposer keeps no copy of its pushed chunks; when its large write lost a race
+// and committed as a conflict copy, it asked its peers for the chunks by the original name, where
+// they hold the other write — every peer said "not here" and the copy went missing on its author.
+TEST_CASE("the author of a large conflict copy fetches it from a peer that applied it",
+          "[folder][chunks][conflict]") {
+  node a(1, chunk);
+  node b(2, chunk);
+  replicated_log log;
+  a.io->user_write("f.bin", "v1");
+  log.append(a.changes("f.bin"));
+  log.catch_up(a);
+  log.catch_up(b);
+  b.io->user_write("f.bin", "theirs");
+  log.append(b.changes("f.bin"));  // commits first
+  const std::string big = pattern(3 * chunk, 'c');
+  a.io->user_write("f.bin", big);
+  log.append(push_upload(a, "f.bin", {&b}));  // the proposer stages nothing itself
+  auto results = log.catch_up(b);
+  REQUIRE(results.back().status == apply_status::conflict);
+  const std::string copy = results.back().path;
+  REQUIRE(b.io->content(copy) == big);
+  std::size_t fetched = 0;
+  for (std::uint64_t i = a.sm->applied_index() + 1; i <= log.entries.size(); ++i) {
+    apply_result r = a.sm->apply(i, log.entries[i - 1]);
+    while (r.status == apply_status::awaiting_content) {
+      for (const content_wanted& w : r.wanted) {
+        CHECK(w.path == copy);
+        auto bytes =
+            b.sm->read_chunk(w.origin, w.upload_id, w.chunk_index, w.size_bytes, w.sha256, w.path);
+        REQUIRE(bytes.has_value());
+        REQUIRE_FALSE(a.sm->stage_chunk(w.origin, w.upload_id, w.chunk_index, w.sha256, *bytes));
+        ++fetched;
+      }
+      r = a.sm->apply(i, log.entries[i - 1]);
+    }
+    REQUIRE(r.status != apply_status::failed);
+  }
+  CHECK(fetched == 3);
+  CHECK(a.io->content(copy) == big);
+  CHECK_FALSE(a.sm->needs_snapshot());
+}
