@@ -144,18 +144,20 @@ TEST_CASE("a member restarted above a membership change it applied still has the
   c.stop(1);
   c.start(1);
   REQUIRE(c.node(1).status().applied_index >= add_index);
-  // As leader it must replicate to node 4 and take node 4's forwarded proposals.
+  // The core replays the membership change up to the applied index on its own; the facade's
+  // view of the members (which forwarded proposals it accepts) and the transport's peer
+  // addresses (the lower id dials) come from applying the change again after the restart.
   REQUIRE(c.make_leader(1, 30s));
-  const raftsync::folder_status st = c.node(1).status();
-  INFO("restarted leader's peers: " << st.peers.size());
-  CHECK(lists_peer(st, c.id_of(4)));
-  REQUIRE_FALSE(c.node(4).write_file("after-restart.txt", "node 4 writes to a restarted leader"));
+  REQUIRE_FALSE(c.node(1).write_file("from-restarted.txt", "the restarted leader writes"));
+  REQUIRE_FALSE(c.node(4).write_file("from-node-4.txt", "node 4 writes to the restarted leader"));
   const bool replicated = wait_until(
       [&] {
-        return c.held_by({1, 2, 3, 4}, "after-restart.txt", "node 4 writes to a restarted leader");
+        return c.held_by({1, 2, 3, 4}, "from-restarted.txt", "the restarted leader writes") &&
+               c.held_by({1, 2, 3, 4}, "from-node-4.txt", "node 4 writes to the restarted leader");
       },
       20s);
   if (!replicated) c.dump_logs();
+  CHECK_FALSE(c.logged("proposal forwarded by node 4 refused"));
   REQUIRE(replicated);
 }
 
