@@ -13,7 +13,8 @@ namespace raftsync::folder {
 namespace {
 
 constexpr std::uint32_t state_magic = 0x53465352;  // "RSFS"
-constexpr std::uint8_t state_format_version = 1;
+// Version 2 added the first boot epoch (version 1 files still open).
+constexpr std::uint8_t state_format_version = 2;
 constexpr std::string_view upload_prefix = ".raftsync-tmp-upload-";
 // An awaiting commit names at most this many of the chunks it lacks (the facade fetches them in
 // parallel and applies again; the next attempt names the rest).
@@ -246,10 +247,11 @@ std::error_code state_machine::open() {
     detail::byte_reader r(body);
     if (r.u32() != state_magic) return make_error_code(errc::corrupt);
     std::uint8_t version = r.u8();
-    if (!r.ok() || version != state_format_version)
+    if (!r.ok() || version < 1 || version > state_format_version)
       return make_error_code(errc::unsupported_version);
     applied_index_ = r.u64();
     boot_epoch_ = r.u64();
+    first_epoch_ = version >= 2 ? r.u64() : 0;
     std::uint64_t missing = r.u64();
     if (!r.ok() || missing > r.remaining() / 4) return make_error_code(errc::corrupt);
     missing_.clear();
@@ -262,6 +264,7 @@ std::error_code state_machine::open() {
   } else if (!is_missing(bytes.error())) {
     return bytes.error();
   }
+  const bool fresh = !bytes;
   if (auto ec = finish_interrupted_install(*this)) return ec;
   // Staging files of uploads that no longer exist, and temporaries of an interrupted atomic
   // write at the root (a crash between create and rename), are garbage.
@@ -280,6 +283,7 @@ std::error_code state_machine::open() {
   }
   boot_epoch_ = std::max(boot_epoch_ + 1, config_.boot_epoch_floor);
   RAFTSYNC_ASSERT(boot_epoch_ < (std::uint64_t{1} << 31), "boot epoch overflow");
+  if (fresh) first_epoch_ = boot_epoch_;
   sequence_counter_ = 0;
   dirty_ = true;
   return persist();
@@ -300,6 +304,7 @@ std::error_code state_machine::persist() {
   w.u8(state_format_version);
   w.u64(applied_index_);
   w.u64(boot_epoch_);
+  w.u64(first_epoch_);
   w.u64(missing_.size());
   for (const auto& p : missing_)
     w.str(p);
@@ -440,7 +445,7 @@ apply_result state_machine::apply(std::uint64_t index, const command& value) {
   r.kind = value.kind;
   r.origin = value.origin;
   r.sequence = value.sequence;
-  r.own = value.origin == config_.self;
+  r.own = is_own(value);
   r.path = value.path;
   if (index <= applied_index_)
     return make_status(std::move(r), apply_status::duplicate, {}, "index already applied");
@@ -599,7 +604,7 @@ apply_result state_machine::apply_command(std::uint64_t index, const command& c)
   r.kind = c.kind;
   r.origin = c.origin;
   r.sequence = c.sequence;
-  r.own = c.origin == config_.self;
+  r.own = is_own(c);
   r.path = c.path;
   r.upload_id = c.upload_id;
   if (c.origin == 0) return rejected(std::move(r), errc::malformed, "origin 0");
@@ -1003,6 +1008,8 @@ apply_result state_machine::do_chunk(std::uint64_t, const command& c, apply_resu
     return rejected(std::move(r), errc::malformed, "chunk index too large");
   if (sha256(c.content) != c.sha256)
     return rejected(std::move(r), errc::corrupt, "chunk bytes do not match their hash");
+  if (superseded_upload(c.origin, c.upload_id))
+    return ignored(std::move(r), "a chunk of an upload its proposer abandoned for a newer one");
   if (auto ec = switch_upload(c.origin, c.upload_id))
     return failed(std::move(r), ec, "dropping an abandoned upload");
   std::string staging = staging_path(c.origin, c.upload_id);
@@ -1013,6 +1020,14 @@ apply_result state_machine::do_chunk(std::uint64_t, const command& c, apply_resu
   up.upload_id = c.upload_id;
   up.chunks[c.chunk_index] = staged_chunk{c.sha256, c.content.size()};
   return r;
+}
+
+// Upload ids of an origin only grow (they are sequence numbers). A chunk of an older upload than
+// the open one is a late retry of an upload its proposer abandoned (the file changed): it must
+// not abandon the newer upload in turn (it would delete the newer upload's staged bytes).
+bool state_machine::superseded_upload(node_id origin, std::uint64_t upload_id) const {
+  auto it = uploads_.find(origin);
+  return it != uploads_.end() && it->second.upload_id > upload_id;
 }
 
 std::error_code state_machine::switch_upload(node_id origin, std::uint64_t upload_id) {
@@ -1040,6 +1055,8 @@ apply_result state_machine::do_chunk_ref(std::uint64_t, const command& c, apply_
     return rejected(std::move(r), errc::malformed, "chunk size outside (0, chunk_bytes]");
   if (c.chunk_index >= (std::uint64_t{1} << 24))
     return rejected(std::move(r), errc::malformed, "chunk index too large");
+  if (superseded_upload(c.origin, c.upload_id))
+    return ignored(std::move(r), "a chunk of an upload its proposer abandoned for a newer one");
   if (auto ec = switch_upload(c.origin, c.upload_id))
     return failed(std::move(r), ec, "dropping an abandoned upload");
   auto& up = uploads_[c.origin];
@@ -1272,6 +1289,21 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
                            make_error_code(errc::not_found),
                            std::to_string(r.wanted.size()) + " chunk(s) of upload " +
                                std::to_string(c.upload_id) + " are not on this node yet");
+      // No member has the bytes: the path becomes missing here. What is at the target is not
+      // the committed content: a local edit is moved aside (this node's own: left for the
+      // watcher); the superseded committed version is removed — left in place it would look
+      // like a new local file and be proposed back over the newer version (chaos soak D'').
+      bool already = false;
+      bool keep_local = false;
+      if (auto ec = clear_way(target, &c.sha256, r.own, r, &already, &keep_local))
+        return failed(std::move(r), ec, "checking the working file");
+      if (!keep_local && !already) {
+        auto ec = tree_.unlink(target);
+        if (ec && !is_missing(ec)) return failed(std::move(r), ec, "removing the superseded file");
+        if (!ec)
+          if (auto e2 = sync_directory(parent_path(target)))
+            return failed(std::move(r), e2, "fsync dir");
+      }
       missing_.insert(target);
       r.needs_snapshot = true;
       e.local_inode = 0;

@@ -10,6 +10,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -218,6 +219,9 @@ class replicated_folder::impl {
   void detect_one(const std::string& path, bool scan_new_directories = true);
   void propose_plan(folder::change_plan plan, bool scan_new_directories);
   void continue_upload();
+  void abandon_upload();
+  void check_upload_progress();
+  clock_type::duration upload_stall_timeout() const { return 10 * config_.proposal_retry; }
   void drain_apply_queue();
   void handle_apply_result(const folder::apply_result& r);
   void schedule_detection();
@@ -257,6 +261,9 @@ class replicated_folder::impl {
   };
   void schedule_staging_sync();
   void sync_staged_chunks();
+  void staged_chunks_synced(
+      std::vector<unsynced_chunk> chunks,
+      std::map<std::pair<std::uint64_t, std::uint64_t>, std::error_code> failed);
   void maybe_reference(std::uint64_t chunk_index);
   std::error_code stage_own(pushed_chunk& p);
   struct chunk_fetch {
@@ -307,6 +314,10 @@ class replicated_folder::impl {
   // path → (sequence, command bytes without sequence and clock) of its latest pending command.
   std::map<std::string, std::pair<std::uint64_t, std::string>, std::less<>> pending_by_path_;
   std::set<std::string> dirty_paths_;  // waiting for detect_and_propose
+  // Paths whose change this node must still read again: an upload abandoned because the file
+  // changed or was refused, a local edit an apply moved aside. A flush waits for them (they
+  // were changes made before it), until read_change() settles them (anything but "busy").
+  std::set<std::string, std::less<>> redetect_;
   std::deque<std::unique_ptr<flush_waiter>> flush_waiters_;
   std::uint64_t last_sequence_ = 0;
   raft::soft_state soft_;
@@ -332,9 +343,10 @@ class replicated_folder::impl {
   watch::ignore_rules ignore_;
   // Large files travel as uploads: one at a time, chunks in a bounded window (continue_upload).
   std::optional<folder::chunked_upload> upload_;
-  std::set<std::uint64_t> upload_in_flight_;  // own sequences of proposed, unapplied chunks
-  std::set<std::uint64_t> upload_inline_;     // ... of those, chunks with their bytes inline
-  bool upload_commit_next_ = false;           // every chunk proposed; the commit is next
+  std::set<std::uint64_t> upload_in_flight_;   // own sequences of proposed, unapplied chunks
+  std::set<std::uint64_t> upload_inline_;      // ... of those, chunks with their bytes inline
+  bool upload_commit_next_ = false;            // every chunk proposed; the commit is next
+  clock_type::time_point upload_progress_at_;  // last push, acknowledgement or own apply
   std::optional<folder::command> held_commit_;
   std::deque<folder::chunked_upload> upload_queue_;
   std::map<std::uint64_t, pushed_chunk> pushing_;  // chunk index → pushed, not yet referenced
@@ -344,6 +356,10 @@ class replicated_folder::impl {
   // unacknowledged for proposal_retry (a peer is down) and in a cluster of one.
   bool upload_self_stage_ = false;
   bool staging_sync_scheduled_ = false;
+  // One thread makes staged chunks durable, so the strand keeps receiving, verifying and writing
+  // the next chunks while the disk syncs the previous ones (one sync in flight at a time).
+  std::optional<asio::thread_pool> sync_thread_;
+  bool staging_sync_running_ = false;
   std::map<chunk_key, chunk_fetch> fetches_;    // a commit waits for these bytes
   raft::node_id fetch_source_ = raft::no_node;  // the peer that served the last fetch
   clock_type::time_point last_repair_{};        // last look at missing paths
@@ -408,6 +424,7 @@ std::error_code replicated_folder::impl::open_state() {
   auto tree = folder::real_folder_io::open(config_.root);
   if (!tree) return tree.error();
   tree_io_ = std::move(*tree);
+  sync_thread_.emplace(1);
   auto state = folder::real_folder_io::open(config_.state_dir);
   if (!state) return state.error();
   state_io_ = std::move(*state);
@@ -539,6 +556,9 @@ void replicated_folder::impl::stop() {
   // The watcher first: after stop() returns its sink never runs again.
   if (watcher_) watcher_->stop();
   if (transport_) transport_->stop();
+  // Before the strand's last step: a finished sync's completion is then queued ahead of it and
+  // sees stopped_.
+  if (sync_thread_) sync_thread_->join();
   if (strand_) {
     std::promise<void> done;
     auto future = done.get_future();
@@ -585,6 +605,7 @@ void replicated_folder::impl::on_tick() {
   node_->tick();
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
   if (!pushing_.empty()) resend_pushes();
+  check_upload_progress();
   if (!fetches_.empty()) ask_for_content();  // re-asks what timed out
   report_applied();
   if (fetches_.empty() && apply_queue_.empty() && machine_->needs_snapshot() &&
@@ -893,11 +914,16 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
           r.status == folder::apply_status::rejected || r.status == folder::apply_status::ignored;
       if (failed || r.kind == folder::command_kind::commit) {
         // Done, or refused (for example a concurrent change won): look at the file afresh.
-        if (failed) dirty_paths_.insert(upload_->path());
-        upload_.reset();
-        pushing_.clear();
-        held_commit_.reset();
+        if (failed) {
+          dirty_paths_.insert(upload_->path());
+          redetect_.insert(upload_->path());
+        }
+        log(3, fmt::format("upload {} of {} {}", upload_->upload_id(), upload_->path(),
+                           failed ? "refused: " + r.reason : std::string("committed")));
+        abandon_upload();
         schedule_detection();
+      } else {
+        upload_progress_at_ = clock_type::now();
       }
       continue_upload();
     }
@@ -911,6 +937,7 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
     // A local edit that had not been proposed yet was in the way of this apply: the state machine
     // moved it aside on this node. Propose the copy so it replicates (nothing is lost).
     dirty_paths_.insert(edit.copy_path);
+    redetect_.insert(edit.copy_path);
   }
   if (!r.preserved.empty()) schedule_detection();
   if (r.status == folder::apply_status::rejected) {
@@ -1072,7 +1099,7 @@ void replicated_folder::impl::schedule_detection() {
     }
     if (!roots.empty()) detect_and_propose(roots, true);
     if (!paths.empty()) detect_and_propose(paths, false);
-    process_ready();
+    process_ready();  // also checks flush waiters (redetect_ may be all they waited for)
   });
 }
 
@@ -1112,7 +1139,11 @@ void replicated_folder::impl::check_flush_waiters() {
     flush_waiter& w = **it;
     // Large files in flight are part of "every change made before the call": their chunks are
     // proposed progressively, so wait for the whole upload queue, not only pending commands.
-    bool done = oldest_pending > w.sequence_max && !upload_ && upload_queue_.empty();
+    // An upload abandoned for a re-read leaves no upload behind for a moment: its path, to be
+    // read again, is in redetect_ (chaos soak D'': a flush acknowledged a large write that was
+    // never proposed).
+    bool done =
+        oldest_pending > w.sequence_max && !upload_ && upload_queue_.empty() && redetect_.empty();
     if (done && w.all_applied) {
       if (w.index == 0) w.index = machine_->applied_index();
       // Only the leader hears every member's applied index (report_applied); a follower waits
@@ -1373,6 +1404,7 @@ void replicated_folder::impl::detect_and_propose(const std::vector<std::string>&
 
 void replicated_folder::impl::detect_one(const std::string& path, bool scan_new_directories) {
   auto plan = reader_->read_change(path);
+  if (plan || plan.error() != make_error_code(errc::busy)) redetect_.erase(path);
   if (!plan) {
     log(3, fmt::format("read {}: {}", path, plan.error().message()));
     if (plan.error() == make_error_code(errc::busy)) {
@@ -1407,9 +1439,9 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
     });
     if (!same_active && !same_queued) {
       if (upload_ && upload_->path() == path) {
-        upload_.reset();
-        pushing_.clear();
-        held_commit_.reset();
+        log(3,
+            fmt::format("upload {} of {} replaced by newer content", upload_->upload_id(), path));
+        abandon_upload();
       }
       std::erase_if(upload_queue_,
                     [&](const folder::chunked_upload& u) { return u.path() == path; });
@@ -1420,6 +1452,39 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
   // A new directory's content (possibly created before its watch existed) comes from a scan of
   // it; the scan covers the whole subtree, so what it finds is not scanned again.
   if (new_directory && scan_new_directories) detect_and_propose({directory}, true);
+}
+
+// Gives the active upload up: its unreferenced pushes are forgotten and its proposals no longer
+// retried (one that still commits is ignored everywhere: state_machine::superseded_upload).
+void replicated_folder::impl::abandon_upload() {
+  for (std::uint64_t sequence : upload_in_flight_)
+    pending_.erase(sequence);
+  upload_in_flight_.clear();
+  upload_inline_.clear();
+  upload_.reset();
+  pushing_.clear();
+  held_commit_.reset();
+  upload_commit_next_ = false;
+}
+
+// An upload that has made no progress (no acknowledgement, no apply of its own commands) for
+// upload_stall_timeout while a leader is known is read and started again: whatever it waits for
+// (a push or a proposal lost with a member that was replaced meanwhile) is then sent afresh.
+void replicated_folder::impl::check_upload_progress() {
+  if (!upload_ || clock_type::now() - upload_progress_at_ < upload_stall_timeout()) return;
+  // Without a leader nothing can progress; reading a large file again would only cost.
+  if (soft_.leader == raft::no_node) return;
+  const std::string path = upload_->path();
+  log(1, fmt::format(
+             "upload {} of {} made no progress for {} ms ({} chunk(s) pushed and not "
+             "held by a quorum, {} proposed and not applied{}): starting it again",
+             upload_->upload_id(), path,
+             std::chrono::duration_cast<std::chrono::milliseconds>(upload_stall_timeout()).count(),
+             pushing_.size(), upload_in_flight_.size(), upload_commit_next_ ? ", commit due" : ""));
+  abandon_upload();
+  dirty_paths_.insert(path);
+  redetect_.insert(path);
+  schedule_detection();
 }
 
 // Large files: one upload at a time. At most push_window chunks' bytes are held in memory (pushed
@@ -1439,6 +1504,9 @@ void replicated_folder::impl::continue_upload() {
       upload_self_stage_ = false;
       upload_commit_next_ = false;
       held_commit_.reset();
+      upload_progress_at_ = clock_type::now();
+      log(3, fmt::format("upload {} of {}: {} bytes, {} chunk(s) to send", upload_->upload_id(),
+                         upload_->path(), upload_->size_bytes(), upload_->chunks_to_send()));
     }
     while (pushing_.size() + upload_inline_.size() < push_window &&
            upload_in_flight_.size() < reference_window && !upload_commit_next_) {
@@ -1446,9 +1514,11 @@ void replicated_folder::impl::continue_upload() {
       if (!next) {
         // The file changed since it was hashed: read it afresh (a new upload).
         const std::string path = upload_->path();
-        upload_.reset();
-        pushing_.clear();
+        log(3, fmt::format("upload {} of {}: the file changed, reading it again",
+                           upload_->upload_id(), path));
+        abandon_upload();
         dirty_paths_.insert(path);
+        redetect_.insert(path);
         schedule_detection();
         break;
       }
@@ -1907,20 +1977,41 @@ void replicated_folder::impl::schedule_staging_sync() {
 }
 
 void replicated_folder::impl::sync_staged_chunks() {
+  if (staging_sync_running_ || unsynced_.empty()) return;  // the running sync re-checks after
   std::vector<unsynced_chunk> chunks = std::move(unsynced_);
   unsynced_.clear();
-  std::set<std::pair<std::uint64_t, std::uint64_t>> failed;
-  std::set<std::pair<std::uint64_t, std::uint64_t>> synced;
-  for (const unsynced_chunk& c : chunks) {
-    const auto key = std::make_pair(c.origin, c.upload_id);
-    if (synced.count(key) != 0 || failed.count(key) != 0) continue;
-    if (std::error_code ec = machine_->sync_staging(c.origin, c.upload_id)) {
-      log(1, fmt::format("syncing staged chunks of upload {} from node {} failed: {}", c.upload_id,
-                         c.origin, ec.message()));
-      failed.insert(key);  // not acknowledged: the proposer re-sends, or the commit fetches
-    } else {
-      synced.insert(key);
-    }
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> uploads;  // (origin, upload id)
+  for (const unsynced_chunk& c : chunks)
+    if (std::find(uploads.begin(), uploads.end(), std::pair{c.origin, c.upload_id}) ==
+        uploads.end())
+      uploads.emplace_back(c.origin, c.upload_id);
+  staging_sync_running_ = true;
+  // real_folder_io::sync_file only reads the root descriptor: safe beside the strand's writes.
+  // A staging file renamed into place meanwhile (its commit applied) fails the sync: those chunks
+  // are not acknowledged, which nobody needs any more.
+  asio::post(*sync_thread_, [this, chunks = std::move(chunks), uploads = std::move(uploads)]() {
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::error_code> failed;
+    for (const auto& [origin, upload_id] : uploads)
+      if (std::error_code ec = tree_io_->sync_file(folder::upload_staging_path(origin, upload_id)))
+        failed.emplace(std::pair{origin, upload_id}, ec);
+    asio::post(*strand_, [this, chunks = std::move(chunks), failed = std::move(failed)]() mutable {
+      staged_chunks_synced(std::move(chunks), std::move(failed));
+    });
+  });
+}
+
+void replicated_folder::impl::staged_chunks_synced(
+    std::vector<unsynced_chunk> chunks,
+    std::map<std::pair<std::uint64_t, std::uint64_t>, std::error_code> failed) {
+  staging_sync_running_ = false;
+  if (stopped_) return;
+  for (const auto& [key, ec] : failed) {
+    // Gone: its commit applied meanwhile and renamed it into place (nobody needs the ack).
+    const bool gone = ec == std::errc::no_such_file_or_directory;
+    log(gone ? 3 : 1, fmt::format("syncing staged chunks of upload {} from node {} failed: {} "
+                                  "(not acknowledged: the proposer re-sends, or a commit "
+                                  "fetches them)",
+                                  key.second, key.first, ec.message()));
   }
   bool own = false;
   for (const unsynced_chunk& c : chunks) {
@@ -1930,6 +2021,7 @@ void replicated_folder::impl::sync_staged_chunks() {
       if (upload_ && upload_->upload_id() == c.upload_id && it != pushing_.end() &&
           it->second.ref.sha256 == c.sha256) {
         it->second.self_durable = true;
+        upload_progress_at_ = clock_type::now();
         own = true;
       }
       continue;
@@ -1948,6 +2040,7 @@ void replicated_folder::impl::sync_staged_chunks() {
     continue_upload();
     process_ready();
   }
+  sync_staged_chunks();  // what arrived while this sync ran
 }
 
 // Proposes a pushed chunk's reference once a quorum of voters holds its bytes durably.
@@ -2136,6 +2229,7 @@ void replicated_folder::impl::on_content_message(raft::node_id from,
       auto it = pushing_.find(p->chunk_index);
       if (it == pushing_.end() || it->second.ref.sha256 != p->sha256) return;
       it->second.acks.insert(from);
+      upload_progress_at_ = clock_type::now();
       maybe_reference(p->chunk_index);
       continue_upload();
       return;

@@ -258,7 +258,8 @@ TEST_CASE("local edits, own writes and conflicts inside a batch behave as in sin
     io.user_write("shared", "local edit");
   };
   replicated_log l;
-  command own = make_write(1, 7, "mine", "my bytes");
+  // A sequence of node 1's first boot epoch (1, a fresh state): its own command.
+  command own = make_write(1, (std::uint64_t{1} << 32) | 7, "mine", "my bytes");
   l.append(own);
   l.append(make_write(2, 1, "shared", "theirs"));
   l.append(make_write(3, 1, "x", "from three"));

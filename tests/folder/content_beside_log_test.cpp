@@ -331,3 +331,126 @@ TEST_CASE("a large file changed during its upload is noticed without re-hashing 
   REQUIRE_FALSE(second.has_value());
   CHECK(second.error() == make_error_code(errc::conflict));
 }
+
+// Chaos soak D'' (seed 24, replace faults): a replaced node replaying the log wrote a file's
+// first, empty version, could not build the large commit that followed (its chunks were on no
+// member any more) and left that superseded empty file in place; its scanner then took the file
+// for a new local one and proposed it back over the newer committed versions — acknowledged
+// writes were lost on every node.
+TEST_CASE("a commit that cannot be built here removes the superseded version it replaces",
+          "[folder][chunks][repair]") {
+  node a(1, chunk);
+  node c(3, chunk);
+  replicated_log log;
+  a.io->user_write("f.md", "");
+  log.append(a.changes("f.md"));
+  log.catch_up(a);
+  const std::string big = pattern(3 * chunk, 'g');
+  a.io->user_write("f.md", big);
+  log.append(push_upload(a, "f.md", {&a}));
+
+  const std::size_t first = log.entries.size();
+  for (const apply_result& r : log.catch_up(c))
+    CHECK(r.status == apply_status::applied);
+  REQUIRE(c.sm->missing_paths().count("f.md") == 1);
+  CHECK_FALSE(c.io->exists("f.md"));  // not the empty first version
+  auto report = scan(*c.sm, "");
+  REQUIRE(report.has_value());
+  CHECK(report->changed.empty());
+  CHECK(c.changes("f.md").empty());
+
+  // A later remove of the path leaves nothing to propose either.
+  REQUIRE_FALSE(a.io->unlink("f.md"));
+  log.append(a.changes("f.md"));
+  REQUIRE(log.entries.size() == first + 1);
+  log.catch_up(c);
+  CHECK_FALSE(c.io->exists("f.md"));
+  report = scan(*c.sm, "");
+  REQUIRE(report.has_value());
+  CHECK(report->changed.empty());
+
+  // A local edit in the way is kept as a conflict copy, not removed.
+  node d(4, chunk);
+  replicated_log log2;
+  a.io->user_write("g.md", "v1");
+  log2.append(a.changes("g.md"));
+  log2.catch_up(d);
+  d.io->user_write("g.md", "local edit");
+  a.io->user_write("g.md", pattern(2 * chunk, 'h'));
+  log2.append(push_upload(a, "g.md", {&a}));
+  bool preserved = false;
+  for (const apply_result& r : log2.catch_up(d))
+    preserved = preserved || !r.preserved.empty();
+  CHECK(preserved);
+  CHECK_FALSE(d.io->exists("g.md"));
+}
+
+// The same soak: the replaced node rejoined under its old id, so its predecessor's commands
+// counted as its own, and an own command never touches a working file that differs (it must be
+// a newer local edit) — the superseded version stayed. A new incarnation replays them as any
+// other node's.
+TEST_CASE("a rejoined node replays its predecessor's commands as another node's",
+          "[folder][chunks][repair]") {
+  node a(1, chunk);
+  replicated_log log;
+  a.io->user_write("f.md", "");
+  log.append(a.changes("f.md"));
+  log.catch_up(a);
+  a.io->user_write("f.md", pattern(3 * chunk, 'p'));
+  log.append(push_upload(a, "f.md", {&a}));
+
+  // Node 1 wiped and rejoined: a fresh state whose boot epoch starts above its predecessor's.
+  memory_folder_io io;
+  state_machine_config config = small_config(1, chunk);
+  config.boot_epoch_floor = 1000;
+  state_machine fresh(config, io, io);
+  REQUIRE_FALSE(fresh.open());
+  for (std::uint64_t i = 1; i <= log.entries.size(); ++i) {
+    apply_result r = fresh.apply(i, log.entries[i - 1]);
+    while (r.status == apply_status::awaiting_content) {
+      for (const content_wanted& w : r.wanted)
+        fresh.mark_unavailable(w.origin, w.upload_id, w.chunk_index);
+      r = fresh.apply(i, log.entries[i - 1]);
+    }
+    INFO(r.reason);
+    REQUIRE(r.status == apply_status::applied);
+    CHECK_FALSE(r.own);
+  }
+  CHECK(fresh.missing_paths().count("f.md") == 1);
+  CHECK_FALSE(io.exists("f.md"));
+  auto report = scan(fresh, "");
+  REQUIRE(report.has_value());
+  CHECK(report->changed.empty());
+  // Its own commands from now on are its own.
+  command mine = make_write(1, fresh.next_sequence(), "g.md", "new");
+  CHECK(fresh.apply(log.entries.size() + 1, encode_command(mine)).own);
+}
+
+// A proposer abandons an upload when the file changes under it and starts a new one; a retried
+// reference of the old upload can still commit after the new upload's first chunks. Found while
+// tracing chaos soak D'' (stalled uploads): the late reference abandoned the newer upload in turn.
+TEST_CASE("a late chunk of an abandoned upload does not abandon the newer one",
+          "[folder][chunks]") {
+  node a(1, chunk);
+  node c(3, chunk);
+  a.io->user_write("big.bin", pattern(3 * chunk, 'a'));
+  std::vector<command> old_upload = push_upload(a, "big.bin", {&a, &c});
+  const std::string second = pattern(3 * chunk, 'b');
+  a.io->user_write("big.bin", second);
+  std::vector<command> new_upload = push_upload(a, "big.bin", {&a, &c});
+  REQUIRE(old_upload.front().upload_id < new_upload.front().upload_id);
+  REQUIRE(old_upload.front().kind == command_kind::chunk_ref);
+  replicated_log log;
+  log.append(old_upload.front());  // the old upload's first reference
+  log.append(new_upload.front());  // the new upload begins: the old one is abandoned
+  log.append(old_upload[1]);       // a late retry of the old upload's second reference
+  for (std::size_t i = 1; i < new_upload.size(); ++i)
+    log.append(new_upload[i]);
+  for (node* n : {&a, &c}) {
+    auto results = log.catch_up(*n);
+    CHECK(results[2].status == apply_status::ignored);
+    CHECK(results.back().status == apply_status::applied);
+    CHECK(n->io->content("big.bin") == second);
+    CHECK_FALSE(n->sm->needs_snapshot());
+  }
+}

@@ -118,7 +118,10 @@ struct apply_result {
   command_kind kind = command_kind::write;
   node_id origin = 0;
   std::uint64_t sequence = 0;
-  bool own = false;  // origin == config.self: this node proposed it
+  // This incarnation of the node proposed it (origin == config.self and a sequence from one of
+  // its boot epochs). A wiped node that rejoined under the same id replays its predecessor's
+  // commands as anybody else's: its working files were never their source.
+  bool own = false;
   std::string path;  // the path that changed (the conflict copy when status == conflict)
   // rename: the source path; a command that followed a concurrent rename of its path (see
   // docs/folder.md): the path it was proposed for (`path` is where it took effect).
@@ -320,6 +323,7 @@ class state_machine {
   apply_result do_chunk_ref(std::uint64_t index, const command& c, apply_result r);
   // One open upload per origin: a chunk of a new upload abandons the previous one.
   std::error_code switch_upload(node_id origin, std::uint64_t upload_id);
+  bool superseded_upload(node_id origin, std::uint64_t upload_id) const;
   bool verified(node_id origin, std::uint64_t upload_id, std::uint64_t chunk_index,
                 const digest& sha256) const;
   apply_result do_commit(std::uint64_t index, const command& c, apply_result r);
@@ -363,6 +367,9 @@ class state_machine {
   // Makes `path` safe to replace: if the working entry is not the committed one (a local edit)
   // it is moved to a local conflict copy and reported. Sets *already when the working entry
   // already has `wanted` content (replay or own write).
+  bool is_own(const command& c) const noexcept {
+    return c.origin == config_.self && (c.sequence >> 32) >= first_epoch_;
+  }
   std::error_code clear_way(std::string_view path, const digest* wanted, bool own, apply_result& r,
                             bool* already, bool* keep_local);
   result<bool> working_matches(std::string_view path, const manifest_entry* entry, file_stat* seen);
@@ -400,6 +407,10 @@ class state_machine {
   std::uint64_t applied_index_ = 0;
   std::uint64_t persisted_index_ = 0;
   std::uint64_t boot_epoch_ = 0;
+  // The boot epoch this state began with (a node with a fresh state directory: a new node, or a
+  // wiped one rejoining). Commands in our name with a lower epoch are a predecessor's. 0: state
+  // written before this was recorded (every command in our name counts as ours).
+  std::uint64_t first_epoch_ = 0;
   std::uint64_t sequence_counter_ = 0;
   std::set<std::string, std::less<>> missing_;  // see missing_paths()
   // Chunks this process wrote into staging files after checking their hash (stage_chunk): key
