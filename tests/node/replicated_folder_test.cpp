@@ -1,157 +1,23 @@
 // The facade in process: three replicated_folder instances on loopback TCP with real folders and
 // the native watcher. What the e2e tests check through the node program, checked here through the
 // API an embedding application uses, plus hostile traffic on the application channels.
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <array>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <functional>
-#include <memory>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <catch2/catch.hpp>
 
+#include "node_cluster.hpp"
 #include "raftsync/folder/command.hpp"
 #include "raftsync/folder/sha256.hpp"
 #include "raftsync/replicated_folder.hpp"
 #include "raftsync/transport/tcp_transport.hpp"
 
-namespace fs = std::filesystem;
-using namespace std::chrono_literals;
-using raftsync::replicated_folder;
-using raftsync::replicated_folder_config;
-
-namespace {
-
-bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
-}
-
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
-  socklen_t length = sizeof address;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_file(const fs::path& path, const std::string& content) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << content;
-}
-
-std::string random_bytes(std::size_t size, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string out(size, '\0');
-  for (auto& c : out)
-    c = static_cast<char>(rng());
-  return out;
-}
-
-const std::string secret = "in-process-test-secret-0123456789";
-
-struct cluster {
-  fs::path base;
-  std::uint64_t first = 1;
-  std::array<std::uint16_t, 3> ports{};
-  std::array<std::unique_ptr<replicated_folder>, 3> nodes;
-  std::mutex log_mutex;
-  std::vector<std::string> logs;
-
-  // Positions 1..3 (node(), folder(), leader()) are members first_id .. first_id + 2.
-  explicit cluster(const std::string& name, std::uint64_t chunk_bytes = 1 << 20,
-                   std::uint64_t first_id = 1,
-                   std::chrono::milliseconds proposal_retry = std::chrono::milliseconds(1000))
-      : first(first_id) {
-    base = fs::temp_directory_path() /
-           ("raftsync-node-test-" + name + "-" + std::to_string(::getpid()));
-    fs::remove_all(base);
-    for (auto& port : ports)
-      port = free_port();
-    for (int i = 0; i < 3; ++i) {
-      replicated_folder_config config;
-      config.id = first_id + static_cast<std::uint64_t>(i);
-      config.root = folder(i + 1);
-      fs::create_directories(config.root);
-      config.listen_port = ports[static_cast<std::size_t>(i)];
-      for (int j = 0; j < 3; ++j)
-        if (j != i)
-          config.peers.push_back({first_id + static_cast<std::uint64_t>(j), "127.0.0.1",
-                                  ports[static_cast<std::size_t>(j)]});
-      config.secret = secret;
-      config.chunk_bytes = chunk_bytes;
-      config.proposal_retry = proposal_retry;
-      config.log = [this, id = i + 1](int level, std::string_view message) {
-        if (level > 2) return;
-        std::lock_guard lock(log_mutex);
-        logs.push_back("node " + std::to_string(id) + ": " + std::string(message));
-      };
-      nodes[static_cast<std::size_t>(i)] = std::make_unique<replicated_folder>(config);
-    }
-    for (auto& node : nodes)
-      REQUIRE_FALSE(node->start());
-    REQUIRE(wait_until([&] { return leader() != 0; }, 10s));
-  }
-  ~cluster() {
-    for (auto& node : nodes)
-      node.reset();
-    std::error_code ec;
-    fs::remove_all(base, ec);
-  }
-
-  fs::path folder(int id) const { return base / ("node" + std::to_string(id)); }
-  replicated_folder& node(int id) { return *nodes[static_cast<std::size_t>(id - 1)]; }
-  int leader() {
-    for (int id = 1; id <= 3; ++id)
-      if (node(id).status().role == "leader") return id;
-    return 0;
-  }
-  bool everywhere(const std::string& path, const std::string& content) {
-    for (int id = 1; id <= 3; ++id) {
-      const fs::path p = folder(id) / path;
-      if (!fs::exists(p) || read_file(p) != content) return false;
-    }
-    return true;
-  }
-  bool nowhere(const std::string& path) {
-    for (int id = 1; id <= 3; ++id)
-      if (fs::exists(folder(id) / path)) return false;
-    return true;
-  }
-  bool logged(const std::string& text) {
-    std::lock_guard lock(log_mutex);
-    for (const auto& line : logs)
-      if (line.find(text) != std::string::npos) return true;
-    return false;
-  }
-};
-
-}  // namespace
+using namespace node_test;
 
 TEST_CASE("API writes, renames and removes replicate; flush on the leader waits for every member",
           "[node]") {
@@ -206,7 +72,7 @@ TEST_CASE("a large upload completes while flushes rescan the folder over and ove
 // upload tracked the latest sequence proposed instead, so it never saw its own commands apply.
 // (A stalled upload is restarted after 10 x proposal_retry; 5 s here puts that beyond the wait.)
 TEST_CASE("a large upload completes while the same node proposes small changes", "[node][chunks]") {
-  cluster c("interleaved", 64 * 1024, 1, 5s);
+  cluster c("interleaved", 64 * 1024, 1, 10000, 5s);
   const int writer = c.leader() % 3 + 1;  // a follower
   const std::string content = random_bytes(4 * 1024 * 1024 + 13, 7);
   std::atomic<bool> done{false};
