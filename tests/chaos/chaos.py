@@ -431,6 +431,7 @@ class Cluster:
         self.fault_log = []
         self.refused = 0
         self.clock_skews = []     # (node, offset seconds) of every clock fault
+        self.emptied_at = {}      # node id -> times its folder and state were emptied
         self.clock_verified = 0   # clock faults whose effect was seen in the node's log
         self.forge_figures = {}
         self.last_op = {}         # path -> (node, monotonic time) of the last op issued on it
@@ -651,6 +652,7 @@ class Cluster:
         for o in self.ops:
             if o["node"] == node.id and not o["acked"]:
                 o["discarded"] = True
+        self.emptied_at.setdefault(node.id, []).append(time.monotonic())
         for name in os.listdir(node.folder):
             p = os.path.join(node.folder, name)
             if os.path.isdir(p) and not os.path.islink(p):
@@ -1161,6 +1163,16 @@ class Cluster:
         return acked, lost, via_conflict
 
     CONCURRENT_S = 15.0  # ops this close on different nodes may not have seen each other
+    CATCH_UP_S = 60.0    # a node emptied this recently may still be replaying the log
+
+    def maybe_unseen(self, earlier, op):
+        """Had `op`'s node possibly not applied `earlier` (an op of another node) when it issued
+        `op`? Yes when they are close in time, and when `op`'s node rejoined with an empty disk
+        shortly before: it replays the whole log and its folder shows old states meanwhile."""
+        if abs(earlier["t"] - op["t"]) <= self.CONCURRENT_S:
+            return True
+        return earlier["t"] < op["t"] and any(
+            e <= op["t"] <= e + self.CATCH_UP_S for e in self.emptied_at.get(op["node"], []))
 
     def follows_concurrent_rename(self, path, acked, tree, renames, by_path):
         """The product's concurrent-changes policy moves a change along with a concurrent rename of
@@ -1186,7 +1198,7 @@ class Cluster:
 
         source = self.rename_of_dst.get(acked["seq"])
         for r in renames:
-            if r["node"] == acked["node"] or abs(r["t"] - acked["t"]) > self.CONCURRENT_S:
+            if r["node"] == acked["node"] or not self.maybe_unseen(r, acked):
                 continue
             if r["src"] == path and r["src_seq"] < acked["seq"] and settled_at(r["dst"],
                                                                                 r["dst_seq"]):
