@@ -8,7 +8,9 @@
 // baseline copies the same data on one disk (write + fsync + rename + fsync dir, what `cp` plus
 // an fsync costs), so figures from this shared, noisy machine are read against a floor.
 //
-//   replication_latency [--samples N] [--large-mib N] [--json FILE] [--dir DIR]
+//   replication_latency [--samples N] [--no-burst] [--large-mib N] [--json FILE] [--dir DIR]
+// --samples 0 --no-burst measures the large file alone. RAFTSYNC_BENCH_LOG=N prints the nodes' log
+// lines up to level N (0 error .. 3 debug) with a timestamp, to see where the time goes.
 // Writes FILE (figures) and FILE with .svg (latency CDF plot) when --json is given.
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -19,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -162,8 +165,14 @@ struct cluster {
         }
       }
       config.secret = "replication-latency-benchmark";
-      config.log = [](int level, std::string_view message) {
-        if (level == 0) fmt::print(stderr, "{}\n", message);
+      const char* verbosity = std::getenv("RAFTSYNC_BENCH_LOG");
+      const int level_max = verbosity != nullptr ? std::atoi(verbosity) : 0;
+      config.log = [level_max, id = i + 1](int level, std::string_view message) {
+        if (level > level_max) return;
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                            clock_type::now().time_since_epoch())
+                            .count();
+        fmt::print(stderr, "{}.{:06} node {}: {}\n", us / 1000000, us % 1000000, id, message);
       };
       nodes[i] = std::make_unique<raftsync::replicated_folder>(config);
       nodes[i]->on_applied([this, id = i + 1](const raftsync::applied_change& change) {
@@ -190,12 +199,15 @@ std::vector<int> others(int writer) {
 int main(int argc, char** argv) {
   int samples = 200;
   int large_mib = 256;
+  bool burst = true;
   std::string json_path;
   fs::path dir = fs::temp_directory_path() / fmt::format("raftsync-bench-{}", ::getpid());
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--samples" && i + 1 < argc) {
       samples = std::stoi(argv[++i]);
+    } else if (arg == "--no-burst") {
+      burst = false;
     } else if (arg == "--large-mib" && i + 1 < argc) {
       large_mib = std::stoi(argv[++i]);
     } else if (arg == "--json" && i + 1 < argc) {
@@ -205,7 +217,8 @@ int main(int argc, char** argv) {
     } else {
       fmt::print(
           stderr,
-          "usage: replication_latency [--samples N] [--large-mib N] [--json FILE] [--dir DIR]\n");
+          "usage: replication_latency [--samples N] [--no-burst] [--large-mib N] [--json FILE] "
+          "[--dir DIR]\n");
       return 2;
     }
   }
@@ -274,7 +287,7 @@ int main(int argc, char** argv) {
   double burst_ms = 0;
   double burst_writer_ms = 0;
   double burst_baseline_ms = 0;
-  {
+  if (burst) {
     fs::create_directories(c.folder(leader) / "burst");
     std::vector<std::uint64_t> before;
     for (int id = 1; id <= 3; ++id)
