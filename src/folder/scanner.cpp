@@ -37,6 +37,10 @@ bool fast_unchanged(const manifest_entry& e, const file_stat& st) {
 
 // ------------------------------------------------------------------------------ chunked_upload
 
+bool chunked_upload::reads(const file_stat& now) const noexcept {
+  return same_identity(identity_, now) && identity_.ctime_ns == now.ctime_ns;
+}
+
 result<std::optional<command>> chunked_upload::next() {
   if (committed_) return std::optional<command>{};
   const std::uint64_t chunk_bytes = sm_->config().chunk_bytes;
@@ -264,6 +268,7 @@ result<change_plan> change_reader::read_change(std::string_view path) {
   commit.size_bytes = hashes.size_bytes;
   commit.sha256 = hashes.sha256;
   commit.chunk_hashes = std::move(hashes.chunk_hashes);
+  sm_.note_own_read(path, before, hashes.sha256);
   plan.upload.emplace(chunked_upload(sm_, std::move(commit), std::move(changed), before));
   return plan;
 }

@@ -388,6 +388,25 @@ void state_machine::note_unchanged(std::string_view path, const file_stat& stat)
   dirty_ = true;
 }
 
+bool state_machine::take_own_read(std::string_view path, const file_stat& now,
+                                  const digest& sha256) {
+  auto read = own_reads_.find(path);
+  if (read == own_reads_.end()) return false;
+  const file_stat& was = read->second.stat;
+  const bool same = read->second.sha256 == sha256 && now.kind == file_kind::regular &&
+                    was.inode == now.inode && was.size_bytes == now.size_bytes &&
+                    was.mtime_ns == now.mtime_ns && was.ctime_ns == now.ctime_ns;
+  own_reads_.erase(read);
+  return same;
+}
+
+void state_machine::note_own_read(std::string_view path, const file_stat& stat,
+                                  const digest& sha256) {
+  constexpr std::size_t own_reads_max = 64;  // uploads queued at once, in practice a few
+  if (own_reads_.size() >= own_reads_max) own_reads_.clear();
+  own_reads_.insert_or_assign(std::string(path), own_read{stat, sha256});
+}
+
 // -------------------------------------------------------------------------------------- dedupe
 
 bool state_machine::dedupe_seen(node_id origin, std::uint64_t sequence) const {
@@ -826,6 +845,10 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
     bool fast = cur != nullptr && same_local_identity(*cur, *st);
     if (fast) {
       *already = cur->sha256 == *wanted;
+      return {};
+    }
+    if (own && take_own_read(path, *st, *wanted)) {
+      *already = true;  // this node's own upload of the file, unchanged since it was hashed
       return {};
     }
     auto h = hash_file(tree_, path, config_.chunk_bytes);
@@ -1271,8 +1294,19 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
   if (!staged && !is_missing(staged.error())) return failed(std::move(r), staged.error(), "lstat");
   if (!staged) {
     // Replay: the staging file was renamed into place before a crash, or lost. The target must
-    // then hold exactly the committed content.
-    auto h = hash_file(tree_, target, chunk_bytes);
+    // then hold exactly the committed content. (On the proposer, which stages nothing while its
+    // peers acknowledge: its own file, unchanged since the upload hashed it, needs no new pass.)
+    result<file_hashes> h = errc::not_found;
+    if (r.own && target == c.path) {
+      auto st = tree_.lstat(target);
+      if (st && take_own_read(target, *st, c.sha256)) {
+        file_hashes known;
+        known.sha256 = c.sha256;
+        known.size_bytes = c.size_bytes;
+        h = std::move(known);
+      }
+    }
+    if (!h) h = hash_file(tree_, target, chunk_bytes);
     if (!h && !is_missing(h.error())) return failed(std::move(r), h.error(), "hashing");
     if (h && h->sha256 == c.sha256) {
       if (auto ec = record_written(target, e, r)) return failed(std::move(r), ec, "lstat");

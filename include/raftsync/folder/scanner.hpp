@@ -43,6 +43,9 @@ class chunked_upload {
   std::uint64_t size_bytes() const noexcept { return commit_.size_bytes; }
   // Hash of the whole new content (what the commit will name).
   const digest& content_sha256() const noexcept { return commit_.sha256; }
+  // `now` (an lstat of path()) is still the file this upload read: same inode, size, mtime and
+  // ctime. Reading it again would find the same content.
+  bool reads(const file_stat& now) const noexcept;
 
  private:
   friend class change_reader;

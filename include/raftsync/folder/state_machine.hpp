@@ -302,6 +302,13 @@ class state_machine {
   // After a full check proved the working entry equals the committed one (e.g. the content hash
   // matched), remember its inode and mtime so the cheap check matches next time. Local only.
   void note_unchanged(std::string_view path, const file_stat& stat);
+  // The proposer read `path` as `stat` (inode, size, mtime, ctime) and hashed it to `sha256`
+  // for a large-file upload. When that upload's commit applies here and the file is still that
+  // one, it is not hashed again (the read is proof enough). Local, in memory, a few entries.
+  void note_own_read(std::string_view path, const file_stat& stat, const digest& sha256);
+  // Whether `now` is still the file note_own_read() recorded for `path` with content `sha256`
+  // (the record is used up either way).
+  bool take_own_read(std::string_view path, const file_stat& now, const digest& sha256);
 
   // --- snapshots (snapshot.hpp) ---
   // The replicated state (manifest without local fields, dedupe windows, uploads), identical on
@@ -416,6 +423,11 @@ class state_machine {
   // Chunks this process wrote into staging files after checking their hash (stage_chunk): key
   // (origin, upload_id, chunk_index) → hash. Local and in memory only; a restart re-reads.
   std::map<std::tuple<node_id, std::uint64_t, std::uint64_t>, digest> verified_staged_;
+  struct own_read {
+    file_stat stat;
+    digest sha256{};
+  };
+  std::map<std::string, own_read, std::less<>> own_reads_;                   // note_own_read()
   std::set<std::tuple<node_id, std::uint64_t, std::uint64_t>> unavailable_;  // mark_unavailable()
   move_map moves_;                                                  // replicated, see move_record
   std::set<std::pair<std::uint64_t, std::string>> moves_by_index_;  // eviction order of moves_
