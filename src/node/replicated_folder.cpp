@@ -236,6 +236,7 @@ class replicated_folder::impl {
   void start_snapshot_stream(raft::message m);
   void pump_snapshot(raft::node_id to, outgoing_snapshot& out);
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
+  void abandon_snapshot(raft::node_id to, const std::string& why);
   void check_snapshot_timeouts();
   static constexpr std::chrono::milliseconds snapshot_retry_delay{1000};
   static constexpr std::chrono::milliseconds fetch_retry{500};
@@ -717,6 +718,14 @@ void replicated_folder::impl::process_ready() {
     if (rd.soft) {
       const bool leader_changed = rd.soft->leader != soft_.leader;
       soft_ = *rd.soft;
+      if (soft_.role != raft::role::leader && !outgoing_snapshots_.empty()) {
+        // Only a leader streams snapshots; the new one sends its own.
+        std::vector<raft::node_id> peers;
+        for (const auto& [to, out] : outgoing_snapshots_)
+          peers.push_back(to);
+        for (raft::node_id to : peers)
+          abandon_snapshot(to, "no longer the leader");
+      }
       if (leader_changed) {
         term_ = std::max(term_, node_->status().hard.term);
         report_leader_change();
@@ -1691,6 +1700,18 @@ void replicated_folder::impl::pump_snapshot(raft::node_id to, outgoing_snapshot&
   }
 }
 
+// Stops streaming to `to` without asking Raft to retry (this node no longer leads).
+void replicated_folder::impl::abandon_snapshot(raft::node_id to, const std::string& why) {
+  auto it = outgoing_snapshots_.find(to);
+  if (it == outgoing_snapshots_.end()) return;
+  log(2, fmt::format("folder snapshot to node {} stopped: {}", to, why));
+  transport::app_message abort_message;
+  abort_message.channel = snapshot_channel;
+  abort_message.payload = encode_piece(3, it->second.writer->index(), 0, 0);
+  transport_->send(transport::envelope{config_.id, to, std::move(abort_message)});
+  outgoing_snapshots_.erase(it);
+}
+
 void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const std::string& why) {
   auto it = outgoing_snapshots_.find(to);
   if (it == outgoing_snapshots_.end()) return;
@@ -1770,7 +1791,10 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
   }
   // Follower side.
   if (p->kind == 3) {
-    if (incoming_snapshot_ && incoming_snapshot_->index() == p->index) {
+    // Only its own sender can abort a transfer (a former leader's abort must not end the new
+    // leader's transfer of the same index).
+    if (incoming_snapshot_ && incoming_snapshot_->index() == p->index &&
+        incoming_snapshot_from_ == from) {
       (void)incoming_snapshot_->abort();
       incoming_snapshot_.reset();
     }
@@ -1786,6 +1810,14 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     // The folder already holds that state or a newer one (an earlier transfer installed it but its
     // Raft message was lost): acknowledge everything so the leader sends the Raft message now.
     reply(2, p->total);
+    return;
+  }
+  if (incoming_snapshot_ && incoming_snapshot_from_ != from && from != soft_.leader) {
+    // A transfer from another node is under way and this sender is not our leader (a former
+    // leader still streaming): refuse it. Answering "restart from the beginning" to both made
+    // two senders restart each other for minutes, each switch aborting the half-written install
+    // and rescanning the folder (chaos soak G, seed 28).
+    reply(3, 0);
     return;
   }
   if (!incoming_snapshot_ || incoming_snapshot_->index() != p->index ||

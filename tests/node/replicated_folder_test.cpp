@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -220,4 +221,71 @@ TEST_CASE("hostile content and snapshot messages from an authenticated peer are 
   CHECK(c.nowhere("forged.txt"));
   REQUIRE_FALSE(c.node(3).write_file("after.txt", "still serving"));
   REQUIRE(wait_until([&] { return c.everywhere("after.txt", "still serving"); }, 10s));
+}
+
+// Chaos soak G (seed 28): after leader changes, a former leader and the new one both streamed a
+// folder snapshot to a rejoined node, which answered each "restart from the beginning" whenever
+// the other's piece arrived: they restarted each other for minutes, every switch aborting the
+// half-written install. A second sender that is not the receiver's leader is now refused.
+TEST_CASE("a second snapshot sender that is not the leader is refused, not switched to",
+          "[node][snapshot]") {
+  // Members 3, 4, 5; two outsiders with ids 1 and 2 dial node 3 (the lower id dials).
+  cluster c("two-senders", 1 << 20, 3);
+  REQUIRE_FALSE(c.node(1).write_file("known.txt", "a committed file"));
+  REQUIRE(wait_until([&] { return c.everywhere("known.txt", "a committed file"); }, 10s));
+  const raftsync::folder::digest h = raftsync::folder::sha256("raftsync");
+  std::mutex mutex;
+  std::map<std::uint64_t, std::vector<std::uint8_t>> reply_kinds;  // sender → kinds received
+  std::vector<std::unique_ptr<raftsync::transport::tcp_transport>> senders;
+  for (std::uint64_t id : {1, 2}) {
+    raftsync::transport::tcp_transport_config config;
+    config.id = id;
+    for (int i = 0; i < 8; ++i)
+      config.cluster_id = (config.cluster_id << 8) | h[static_cast<std::size_t>(i)];
+    config.secret = secret;
+    config.peers[3] = {"127.0.0.1", c.ports[0]};
+    config.log = {};
+    auto t = raftsync::transport::tcp_transport::create(config);
+    REQUIRE(t.has_value());
+    (*t)->set_receive_handler([&, id](raftsync::transport::envelope e) {
+      auto* m = std::get_if<raftsync::transport::app_message>(&e.body);
+      if (m != nullptr && m->channel == 1 && !m->payload.empty()) {
+        std::lock_guard lock(mutex);
+        reply_kinds[id].push_back(static_cast<std::uint8_t>(m->payload[0]));
+      }
+    });
+    REQUIRE_FALSE((*t)->start());
+    senders.push_back(std::move(*t));
+  }
+  // Piece: u8 kind | u64 snapshot index | u64 offset | u64 total | bytes (little endian).
+  auto piece = [](std::uint64_t index, std::uint64_t offset, std::uint64_t total) {
+    std::string out(1, '\x01');
+    for (std::uint64_t v : {index, offset, total})
+      for (int i = 0; i < 8; ++i)
+        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return out;
+  };
+  auto send = [&](std::size_t sender, std::string payload) {
+    raftsync::transport::app_message m;
+    m.channel = 1;
+    m.payload = std::move(payload);
+    senders[sender]->send(
+        raftsync::transport::envelope{static_cast<std::uint64_t>(sender + 1), 3, std::move(m)});
+  };
+  auto kinds_of = [&](std::uint64_t id) {
+    std::lock_guard lock(mutex);
+    return reply_kinds[id];
+  };
+  const std::uint64_t index = 1'000'000;  // far above anything applied: a transfer to receive
+  send(0, piece(index, 0, 1000));         // sender 1 starts a transfer (acknowledged at 0)
+  REQUIRE(wait_until([&] { return !kinds_of(1).empty(); }, 10s));
+  CHECK(kinds_of(1).front() == 2);
+  send(1, piece(index, 0, 1000));  // sender 2, not the leader either, starts one too
+  REQUIRE(wait_until([&] { return !kinds_of(2).empty(); }, 10s));
+  CHECK(kinds_of(2).front() == 3);  // refused (it used to take over the transfer)
+  send(0, piece(index, 0, 1000));   // the first transfer goes on
+  REQUIRE(wait_until([&] { return kinds_of(1).size() >= 2; }, 10s));
+  CHECK(kinds_of(1)[1] == 2);
+  for (auto& t : senders)
+    t->stop();
 }
