@@ -621,14 +621,8 @@ class tcp_transport::impl : public std::enable_shared_from_this<impl> {
       if (ec || generation != c->timer_generation || c->state != conn_state::open) return;
       const auto now = steady::now();
       if (now - c->last_rx > config_.idle_timeout) {
-        // Bytes waiting in the socket are not the peer's silence: this side was too busy to read
-        // (a long step of the application on a shared thread); the read runs next.
-        boost::system::error_code unread_ec;
-        const std::size_t unread = c->socket.available(unread_ec);
-        if (unread_ec || unread == 0) {
-          fail(c, "peer idle (dead-peer timeout)", false);
-          return;
-        }
+        fail(c, "peer idle (dead-peer timeout)", false);
+        return;
       }
       if (!c->writing && now - c->last_tx >= config_.keepalive_interval) {
         std::string frame;
