@@ -336,6 +336,9 @@ class replicated_folder::impl {
   std::map<raft::node_id, std::unique_ptr<asio::steady_timer>> snapshot_retry_timers_;
   std::unique_ptr<folder::snapshot_reader> incoming_snapshot_;
   raft::node_id incoming_snapshot_from_ = raft::no_node;
+  std::uint64_t incoming_snapshot_index_ = 0;    // the transfer's index (from its pieces)
+  clock_type::time_point incoming_snapshot_at_;  // last piece accepted
+  void drop_stale_incoming_snapshot();
   bool detection_scheduled_ = false;
   std::set<std::string> rescan_roots_;  // subtrees to rescan (watcher overflow)
   std::vector<std::pair<std::string, std::string>> renames_;  // watcher renames, from → to
@@ -606,6 +609,7 @@ void replicated_folder::impl::on_tick() {
   }
   node_->tick();
   if (!outgoing_snapshots_.empty()) check_snapshot_timeouts();
+  if (incoming_snapshot_) drop_stale_incoming_snapshot();
   if (!pushing_.empty()) resend_pushes();
   check_upload_progress();
   if (!fetches_.empty()) ask_for_content();  // re-asks what timed out
@@ -1700,6 +1704,21 @@ void replicated_folder::impl::pump_snapshot(raft::node_id to, outgoing_snapshot&
   }
 }
 
+// A transfer whose sender went quiet (it stopped leading and its abort was lost, or it died) or
+// that the log overtook (this node applied past its index meanwhile) is dropped with its partial
+// tree; a sender that is still there restarts from the beginning.
+void replicated_folder::impl::drop_stale_incoming_snapshot() {
+  constexpr auto quiet_max = std::chrono::seconds(30);
+  const bool overtaken = machine_->applied_index() >= incoming_snapshot_index_;
+  if (!overtaken && clock_type::now() - incoming_snapshot_at_ < quiet_max) return;
+  log(2, fmt::format("folder snapshot at #{} from node {} dropped: {}", incoming_snapshot_index_,
+                     incoming_snapshot_from_,
+                     overtaken ? "this node applied past it" : "no piece for 30 s"));
+  (void)incoming_snapshot_->abort();
+  incoming_snapshot_.reset();
+  incoming_snapshot_from_ = raft::no_node;
+}
+
 // Stops streaming to `to` without asking Raft to retry (this node no longer leads).
 void replicated_folder::impl::abandon_snapshot(raft::node_id to, const std::string& why) {
   auto it = outgoing_snapshots_.find(to);
@@ -1793,7 +1812,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
   if (p->kind == 3) {
     // Only its own sender can abort a transfer (a former leader's abort must not end the new
     // leader's transfer of the same index).
-    if (incoming_snapshot_ && incoming_snapshot_->index() == p->index &&
+    if (incoming_snapshot_ && incoming_snapshot_index_ == p->index &&
         incoming_snapshot_from_ == from) {
       (void)incoming_snapshot_->abort();
       incoming_snapshot_.reset();
@@ -1820,7 +1839,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     reply(3, 0);
     return;
   }
-  if (!incoming_snapshot_ || incoming_snapshot_->index() != p->index ||
+  if (!incoming_snapshot_ || incoming_snapshot_index_ != p->index ||
       incoming_snapshot_from_ != from) {
     if (p->offset != 0) {
       reply(2, 0);  // restart from the beginning for us
@@ -1831,9 +1850,11 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     detect_and_propose({""}, true);
     incoming_snapshot_ = std::make_unique<folder::snapshot_reader>(*machine_);
     incoming_snapshot_from_ = from;
+    incoming_snapshot_index_ = p->index;
     log(2, fmt::format("receiving a folder snapshot at #{} ({} bytes) from node {}", p->index,
                        p->total, from));
   }
+  incoming_snapshot_at_ = clock_type::now();
   if (p->offset != incoming_snapshot_->next_offset()) {
     reply(2, incoming_snapshot_->next_offset());
     return;

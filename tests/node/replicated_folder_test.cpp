@@ -289,3 +289,52 @@ TEST_CASE("a second snapshot sender that is not the leader is refused, not switc
   for (auto& t : senders)
     t->stop();
 }
+
+// Chaos soak G (seed 28), second run: a leader stopped streaming a snapshot when it lost the lead,
+// its abort was lost, and the rejoined node kept the half-received transfer — its temporary tree
+// under .raftsync-tmp-snapshot — for good, although the log caught the node up past it.
+TEST_CASE("a snapshot transfer the log has overtaken is dropped", "[node][snapshot]") {
+  cluster c("overtaken", 1 << 20, 3);
+  REQUIRE_FALSE(c.node(1).write_file("known.txt", "a committed file"));
+  REQUIRE(wait_until([&] { return c.everywhere("known.txt", "a committed file"); }, 10s));
+  const raftsync::folder::digest h = raftsync::folder::sha256("raftsync");
+  raftsync::transport::tcp_transport_config config;
+  config.id = 1;
+  for (int i = 0; i < 8; ++i)
+    config.cluster_id = (config.cluster_id << 8) | h[static_cast<std::size_t>(i)];
+  config.secret = secret;
+  config.peers[3] = {"127.0.0.1", c.ports[0]};
+  config.log = {};
+  auto sender = raftsync::transport::tcp_transport::create(config);
+  REQUIRE(sender.has_value());
+  std::atomic<int> acks{0};
+  (*sender)->set_receive_handler([&](raftsync::transport::envelope e) {
+    auto* m = std::get_if<raftsync::transport::app_message>(&e.body);
+    if (m != nullptr && m->channel == 1) ++acks;
+  });
+  REQUIRE_FALSE((*sender)->start());
+  // A transfer just above what node 3 (position 1) applied, started and then left hanging.
+  const std::uint64_t index = c.node(1).status().applied_index + 3;
+  std::string piece(1, '\x01');
+  for (std::uint64_t v : {index, std::uint64_t{0}, std::uint64_t{1000}})
+    for (int i = 0; i < 8; ++i)
+      piece.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  raftsync::transport::app_message m;
+  m.channel = 1;
+  m.payload = piece;
+  (*sender)->send(raftsync::transport::envelope{1, 3, std::move(m)});
+  REQUIRE(wait_until([&] { return acks.load() >= 1; }, 10s));
+  REQUIRE(c.logged("receiving a folder snapshot at #" + std::to_string(index)));
+  CHECK_FALSE(c.logged("dropped"));  // not before the log overtakes it
+  // The log moves past it.
+  for (int i = 0; i < 5; ++i)
+    REQUIRE_FALSE(c.node(2).write_file("more/" + std::to_string(i) + ".txt", "x"));
+  REQUIRE(wait_until([&] { return c.node(1).status().applied_index >= index; }, 10s));
+  CHECK(wait_until(
+      [&] {
+        return c.logged("folder snapshot at #" + std::to_string(index) +
+                        " from node 1 dropped: this node applied past it");
+      },
+      10s));
+  (*sender)->stop();
+}
