@@ -1212,11 +1212,35 @@ class Cluster:
                      abs(o["t"] - acked["t"]) <= self.CONCURRENT_S}
             if final(path) in later:
                 return True
-            deleted = any(o["node"] != acked["node"] and "deleted" in o and
-                          abs(o["t"] - acked["t"]) <= self.CONCURRENT_S
-                          for o in by_path.get(source["src"], []))
-            if deleted and final(path) is None:
-                return True
+            # The file's earlier names: this rename's source, and the sources of the renames
+            # that led to it (a file renamed twice by one node while another node, down or cut
+            # off, still had it under the first name).
+            names = [source["src"]]
+            link = source
+            while True:
+                before = [r for r in renames if r["dst"] == link["src"] and
+                          r["dst_seq"] < link["src_seq"]]
+                if not before:
+                    break
+                link = max(before, key=lambda r: r["dst_seq"])
+                names.append(link["src"])
+            # Another node that had not seen the renames deleted the file, or moved it away (a
+            # rename made while it was down looks like a delete plus a new file to its startup
+            # scan): the delete follows the renames (rename / delete: the delete wins). Nothing is
+            # lost when that node deleted it, or when its move took the same bytes to its new
+            # name (an acknowledged op of its own, checked on that path).
+            by_seq = {o["seq"]: o for o in self.ops}
+            for name in names:
+                for o in by_path.get(name, []):
+                    if o["node"] == acked["node"] or o["state"] is not None or \
+                            abs(o["t"] - acked["t"]) > self.CONCURRENT_S or final(path) is not None:
+                        continue
+                    if "deleted" in o:
+                        return True
+                    moved_to = by_seq.get(o["seq"] + 1)
+                    if moved_to is not None and moved_to["node"] == o["node"] and \
+                            moved_to["state"] == acked["state"]:
+                        return True
         return False
 
     def run(self):
