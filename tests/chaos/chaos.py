@@ -1120,6 +1120,12 @@ class Cluster:
                 final = "non-file"
             if final in allowed:
                 continue
+            if last_acked["state"] is None and final is not None and \
+                    self.edited_under_earlier_name(path, last_acked, final, renames, by_path):
+                # The same, with the modification made under one of the file's earlier names by a
+                # node that had not seen the rename: the edit followed the file here.
+                delete_overridden += 1
+                continue
             if last_acked["state"] is None and final in {o["state"] for o in ops}:
                 # An acknowledged delete undone by a modification the harness cannot order
                 # against it (made on a node that was down or cut off, or not yet applied
@@ -1173,6 +1179,21 @@ class Cluster:
             return True
         return earlier["t"] < op["t"] and any(
             e <= op["t"] <= e + self.CATCH_UP_S for e in self.emptied_at.get(op["node"], []))
+
+    def edited_under_earlier_name(self, path, acked, final, renames, by_path):
+        """Was `final` written by another node, around `acked`'s time, under a name the file had
+        before renames (made before `acked`) brought it to `path`?"""
+        names, frontier = set(), {path}
+        for _ in range(10):
+            found = {r["src"] for r in renames
+                     if r["dst"] in frontier and r["dst_seq"] < acked["seq"]} - names - {path}
+            if not found:
+                break
+            names |= found
+            frontier = found
+        return any(o["node"] != acked["node"] and o["state"] == final and
+                   abs(o["t"] - acked["t"]) <= self.CONCURRENT_S
+                   for name in names for o in by_path.get(name, []))
 
     def follows_concurrent_rename(self, path, acked, tree, renames, by_path):
         """The product's concurrent-changes policy moves a change along with a concurrent rename of
