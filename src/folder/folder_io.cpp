@@ -37,7 +37,8 @@ std::error_code folder_io::sync_files(const std::vector<std::string>& paths) {
 // Two SHA-256 computations run over every byte (the whole file and its chunk): for a multi-chunk
 // file the chunk hashes are computed on a second thread while this one hashes the whole file, so
 // the stable read of a large file costs one pass of wall time on a machine with a spare core.
-result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes) {
+result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes,
+                              const std::function<bool()>& unchanged) {
   file_hashes out;
   sha256_hasher whole;
   std::string buffer;
@@ -60,6 +61,9 @@ result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_
       break;
     }
     collect();
+    if (unchanged && offset > 0 && (offset / chunk_bytes) % hash_check_interval == 0 &&
+        !unchanged())
+      return errc::busy;
     previous.swap(buffer);
     try {
       pending = std::async(std::launch::async, [&previous] { return sha256(previous); });

@@ -201,9 +201,14 @@ result<change_plan> change_reader::read_change(std::string_view path) {
       hashes.sha256 = sha256(content);
       hashes.size_bytes = content.size();
     } else {
-      auto h = hash_file(io, path, chunk_bytes);
+      // Stops early when the file changes under the read (a writer still at work): reading it
+      // to its end would only be done again.
+      auto h = hash_file(io, path, chunk_bytes, [&] {
+        auto now = io.lstat(path);
+        return now && same_identity(before, *now);
+      });
       if (!h) {
-        if (is_missing(h.error())) continue;
+        if (is_missing(h.error()) || h.error() == make_error_code(errc::busy)) continue;
         return h.error();
       }
       hashes = std::move(*h);

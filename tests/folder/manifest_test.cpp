@@ -1,7 +1,9 @@
 #include <catch2/catch.hpp>
 
 #include "raftsync/error.hpp"
+#include "raftsync/folder/folder_io.hpp"
 #include "raftsync/folder/manifest.hpp"
+#include "raftsync/folder/memory_folder_io.hpp"
 
 using namespace raftsync;
 using namespace raftsync::folder;
@@ -103,4 +105,38 @@ TEST_CASE("chunk hashes split at chunk_bytes", "[folder][manifest]") {
   CHECK(chunk_count(8193, 4096) == 3);
   CHECK(to_hex(sha256("abc")) ==
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+// A file still being written is not hashed to its end only to be hashed again: found with the
+// benchmark's timestamped trace (a 256 MiB copy was hashed while it grew, then once more).
+TEST_CASE("hash_file stops early when the file changes under the read", "[folder][manifest]") {
+  memory_folder_io io;
+  const std::uint64_t chunk = 64;
+  std::string content;
+  for (int i = 0; i < 40 * 64; ++i)
+    content.push_back(static_cast<char>('a' + i % 26));
+  io.user_write("big", content);
+  auto whole = hash_file(io, "big", chunk);
+  REQUIRE(whole.has_value());
+  CHECK(whole->sha256 == sha256(content));
+  REQUIRE(whole->chunk_hashes.size() == 40);
+  // Asked every hash_check_interval chunks; saying "unchanged" changes nothing.
+  int asked = 0;
+  auto same = hash_file(io, "big", chunk, [&] {
+    ++asked;
+    return true;
+  });
+  REQUIRE(same.has_value());
+  CHECK(same->sha256 == whole->sha256);
+  CHECK(same->chunk_hashes == whole->chunk_hashes);
+  CHECK(asked == 40 / static_cast<int>(hash_check_interval));
+  // Changed under the read: busy at the first check, without reading the rest.
+  asked = 0;
+  auto changed = hash_file(io, "big", chunk, [&] {
+    ++asked;
+    return false;
+  });
+  REQUIRE_FALSE(changed.has_value());
+  CHECK(changed.error() == make_error_code(errc::busy));
+  CHECK(asked == 1);
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -127,7 +128,12 @@ struct file_hashes {
   std::vector<digest> chunk_hashes;
   std::uint64_t size_bytes = 0;
 };
-result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes);
+// `unchanged`, when given, is asked every hash_check_interval chunks whether the file is still
+// the one being read; when it says no, hashing stops with errc::busy (a file still being written
+// is not read to its end only to be read again).
+constexpr std::uint64_t hash_check_interval = 16;
+result<file_hashes> hash_file(folder_io& io, std::string_view path, std::uint64_t chunk_bytes,
+                              const std::function<bool()>& unchanged = {});
 // Reads a whole file (for files known to be small: state file, small contents).
 result<std::string> read_whole(folder_io& io, std::string_view path,
                                std::uint64_t max_bytes = std::uint64_t{1} << 31);
