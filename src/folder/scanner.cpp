@@ -60,9 +60,7 @@ result<std::optional<command>> chunked_upload::next() {
     if (!now) return now.error();
     const std::uint64_t expected =
         std::min<std::uint64_t>(chunk_bytes, commit_.size_bytes - index * chunk_bytes);
-    if (!same_identity(identity_, *now) || identity_.ctime_ns != now->ctime_ns ||
-        c.content.size() != expected)
-      return errc::conflict;  // changed meanwhile
+    if (!reads(*now) || c.content.size() != expected) return errc::conflict;  // changed meanwhile
     c.sha256 = commit_.chunk_hashes[index];
     c.sequence = sm_->next_sequence();
     ++position_;

@@ -237,6 +237,8 @@ class replicated_folder::impl {
   void pump_snapshot(raft::node_id to, outgoing_snapshot& out);
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
   void abandon_snapshot(raft::node_id to, const std::string& why);
+  void send_snapshot_abort(raft::node_id to, std::uint64_t index);
+  void drop_incoming_snapshot();  // aborts the transfer being received, removes its partial tree
   void check_snapshot_timeouts();
   static constexpr std::chrono::milliseconds snapshot_retry_delay{1000};
   static constexpr std::chrono::milliseconds fetch_retry{500};
@@ -1421,13 +1423,14 @@ void replicated_folder::impl::detect_one(const std::string& path, bool scan_new_
   // A file whose upload is under way or queued, unchanged since it was read (a late event of
   // the write, a flush's scan): reading it again would hash it again on the strand — a large
   // file's acknowledgements waited a third of a second behind that.
-  if (auto st = tree_io_->lstat(path); st && st->kind == folder::file_kind::regular) {
-    const bool uploading = (upload_ && upload_->path() == path && upload_->reads(*st)) ||
-                           std::any_of(upload_queue_.begin(), upload_queue_.end(),
-                                       [&](const folder::chunked_upload& u) {
-                                         return u.path() == path && u.reads(*st);
-                                       });
-    if (uploading) {
+  // (No stat at all while nothing uploads: this runs for every detected path.)
+  if (upload_ || !upload_queue_.empty()) {
+    auto st = tree_io_->lstat(path);
+    const auto reads = [&](const folder::chunked_upload& u) {
+      return st && u.path() == path && u.reads(*st);
+    };
+    if ((upload_ && reads(*upload_)) ||
+        std::any_of(upload_queue_.begin(), upload_queue_.end(), reads)) {
       redetect_.erase(path);
       return;
     }
@@ -1714,7 +1717,11 @@ void replicated_folder::impl::drop_stale_incoming_snapshot() {
   log(2, fmt::format("folder snapshot at #{} from node {} dropped: {}", incoming_snapshot_index_,
                      incoming_snapshot_from_,
                      overtaken ? "this node applied past it" : "no piece for 30 s"));
-  (void)incoming_snapshot_->abort();
+  drop_incoming_snapshot();
+}
+
+void replicated_folder::impl::drop_incoming_snapshot() {
+  if (incoming_snapshot_) (void)incoming_snapshot_->abort();
   incoming_snapshot_.reset();
   incoming_snapshot_from_ = raft::no_node;
 }
@@ -1724,11 +1731,15 @@ void replicated_folder::impl::abandon_snapshot(raft::node_id to, const std::stri
   auto it = outgoing_snapshots_.find(to);
   if (it == outgoing_snapshots_.end()) return;
   log(2, fmt::format("folder snapshot to node {} stopped: {}", to, why));
+  send_snapshot_abort(to, it->second.writer->index());
+  outgoing_snapshots_.erase(it);
+}
+
+void replicated_folder::impl::send_snapshot_abort(raft::node_id to, std::uint64_t index) {
   transport::app_message abort_message;
   abort_message.channel = snapshot_channel;
-  abort_message.payload = encode_piece(3, it->second.writer->index(), 0, 0);
+  abort_message.payload = encode_piece(3, index, 0, 0);
   transport_->send(transport::envelope{config_.id, to, std::move(abort_message)});
-  outgoing_snapshots_.erase(it);
 }
 
 void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const std::string& why) {
@@ -1741,10 +1752,7 @@ void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const s
     transport_->send(transport::envelope{config_.id, to, std::move(m)});
   } else {
     log(1, fmt::format("folder snapshot to node {} abandoned: {}", to, why));
-    transport::app_message abort_message;
-    abort_message.channel = snapshot_channel;
-    abort_message.payload = encode_piece(3, it->second.writer->index(), 0, 0);
-    transport_->send(transport::envelope{config_.id, to, std::move(abort_message)});
+    send_snapshot_abort(to, it->second.writer->index());
   }
   outgoing_snapshots_.erase(it);
   if (ok) {
@@ -1814,8 +1822,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     // leader's transfer of the same index).
     if (incoming_snapshot_ && incoming_snapshot_index_ == p->index &&
         incoming_snapshot_from_ == from) {
-      (void)incoming_snapshot_->abort();
-      incoming_snapshot_.reset();
+      drop_incoming_snapshot();
     }
     return;
   }
@@ -1863,8 +1870,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     const std::uint64_t end = p->data.size() == 8 ? load_u64(p->data) : 0;
     if (std::error_code ec = incoming_snapshot_->skip(p->offset, end)) {
       log(1, fmt::format("folder snapshot from node {}: bad skip ({})", from, ec.message()));
-      (void)incoming_snapshot_->abort();
-      incoming_snapshot_.reset();
+      drop_incoming_snapshot();
       reply(3, 0);
       return;
     }
@@ -1885,8 +1891,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
   }
   if (std::error_code ec = incoming_snapshot_->write(p->offset, p->data)) {
     log(1, fmt::format("folder snapshot from node {} rejected: {}", from, ec.message()));
-    (void)incoming_snapshot_->abort();
-    incoming_snapshot_.reset();
+    drop_incoming_snapshot();
     reply(3, 0);
     return;
   }
@@ -1894,8 +1899,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     if (std::error_code ec = incoming_snapshot_->install()) {
       log(0,
           fmt::format("installing the folder snapshot at #{} failed: {}", p->index, ec.message()));
-      (void)incoming_snapshot_->abort();
-      incoming_snapshot_.reset();
+      drop_incoming_snapshot();
       reply(3, 0);
       return;
     }

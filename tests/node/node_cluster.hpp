@@ -24,7 +24,9 @@
 
 #include <catch2/catch.hpp>
 
+#include "raftsync/folder/sha256.hpp"
 #include "raftsync/replicated_folder.hpp"
+#include "raftsync/transport/tcp_transport.hpp"
 
 namespace node_test {
 
@@ -164,6 +166,20 @@ struct cluster {
   void stop(int position) { nodes[static_cast<std::size_t>(position - 1)]->stop(); }
 
   fs::path folder(int id) const { return base / ("node" + std::to_string(id)); }
+  // Transport settings of a peer that knows the secret but is not a member: `id`, below the
+  // members' ids so that it is the one that dials, connects to the member at `position`.
+  raftsync::transport::tcp_transport_config outsider(std::uint64_t id, int position) const {
+    raftsync::transport::tcp_transport_config config;
+    config.id = id;
+    const raftsync::folder::digest h = raftsync::folder::sha256("raftsync");
+    for (int i = 0; i < 8; ++i)
+      config.cluster_id = (config.cluster_id << 8) | h[static_cast<std::size_t>(i)];
+    config.secret = secret;
+    config.peers[first + static_cast<std::uint64_t>(position) - 1] = {
+        "127.0.0.1", ports[static_cast<std::size_t>(position - 1)]};
+    config.log = {};
+    return config;
+  }
   replicated_folder& node(int id) { return *nodes[static_cast<std::size_t>(id - 1)]; }
   raftsync::raft::node_id id_of(int position) const {
     return configs[static_cast<std::size_t>(position - 1)].id;

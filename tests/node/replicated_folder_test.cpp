@@ -101,15 +101,7 @@ TEST_CASE("hostile content and snapshot messages from an authenticated peer are 
   REQUIRE(wait_until([&] { return c.everywhere("known.txt", "a committed file"); }, 10s));
 
   // A peer that knows the secret but is not a member connects to node 2 (position 1).
-  raftsync::transport::tcp_transport_config config;
-  config.id = 1;
-  const raftsync::folder::digest h = raftsync::folder::sha256("raftsync");
-  for (int i = 0; i < 8; ++i)
-    config.cluster_id = (config.cluster_id << 8) | h[static_cast<std::size_t>(i)];
-  config.secret = secret;
-  config.peers[2] = {"127.0.0.1", c.ports[0]};
-  config.log = {};
-  auto peer = raftsync::transport::tcp_transport::create(config);
+  auto peer = raftsync::transport::tcp_transport::create(c.outsider(1, 1));
   REQUIRE(peer.has_value());
   std::mutex mutex;
   std::vector<std::string> replies;
@@ -233,19 +225,11 @@ TEST_CASE("a second snapshot sender that is not the leader is refused, not switc
   cluster c("two-senders", 1 << 20, 3);
   REQUIRE_FALSE(c.node(1).write_file("known.txt", "a committed file"));
   REQUIRE(wait_until([&] { return c.everywhere("known.txt", "a committed file"); }, 10s));
-  const raftsync::folder::digest h = raftsync::folder::sha256("raftsync");
   std::mutex mutex;
   std::map<std::uint64_t, std::vector<std::uint8_t>> reply_kinds;  // sender → kinds received
   std::vector<std::unique_ptr<raftsync::transport::tcp_transport>> senders;
   for (std::uint64_t id : {1, 2}) {
-    raftsync::transport::tcp_transport_config config;
-    config.id = id;
-    for (int i = 0; i < 8; ++i)
-      config.cluster_id = (config.cluster_id << 8) | h[static_cast<std::size_t>(i)];
-    config.secret = secret;
-    config.peers[3] = {"127.0.0.1", c.ports[0]};
-    config.log = {};
-    auto t = raftsync::transport::tcp_transport::create(config);
+    auto t = raftsync::transport::tcp_transport::create(c.outsider(id, 1));
     REQUIRE(t.has_value());
     (*t)->set_receive_handler([&, id](raftsync::transport::envelope e) {
       auto* m = std::get_if<raftsync::transport::app_message>(&e.body);
@@ -297,15 +281,7 @@ TEST_CASE("a snapshot transfer the log has overtaken is dropped", "[node][snapsh
   cluster c("overtaken", 1 << 20, 3);
   REQUIRE_FALSE(c.node(1).write_file("known.txt", "a committed file"));
   REQUIRE(wait_until([&] { return c.everywhere("known.txt", "a committed file"); }, 10s));
-  const raftsync::folder::digest h = raftsync::folder::sha256("raftsync");
-  raftsync::transport::tcp_transport_config config;
-  config.id = 1;
-  for (int i = 0; i < 8; ++i)
-    config.cluster_id = (config.cluster_id << 8) | h[static_cast<std::size_t>(i)];
-  config.secret = secret;
-  config.peers[3] = {"127.0.0.1", c.ports[0]};
-  config.log = {};
-  auto sender = raftsync::transport::tcp_transport::create(config);
+  auto sender = raftsync::transport::tcp_transport::create(c.outsider(1, 1));
   REQUIRE(sender.has_value());
   std::atomic<int> acks{0};
   (*sender)->set_receive_handler([&](raftsync::transport::envelope e) {
