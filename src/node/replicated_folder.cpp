@@ -228,11 +228,17 @@ class replicated_folder::impl {
   void schedule_detection();
   struct outgoing_snapshot {
     std::unique_ptr<folder::snapshot_writer> writer;
-    raft::message message;  // sent once the receiver has every byte
-    std::uint64_t sent = 0;
-    std::uint64_t acked = 0;
-    clock_type::time_point last_progress;
+    raft::message message;                 // sent once the receiver has every byte
+    std::uint64_t sent = 0;                // the next byte to send
+    std::uint64_t acked = 0;               // every byte below was received
+    std::uint64_t bytes_sent = 0;          // data bytes sent, resends included
+    clock_type::time_point last_progress;  // when `acked` last moved
+    // The last "resend from" honoured (by request or after a quiet spell): later requests for the
+    // same offset are answers to pieces that were already in flight, not new losses.
+    std::uint64_t resent_from = 0;
+    clock_type::time_point resent_at{};
   };
+  void resend_snapshot_from(raft::node_id to, outgoing_snapshot& out, std::uint64_t offset);
   void start_snapshot_stream(raft::message m);
   void pump_snapshot(raft::node_id to, outgoing_snapshot& out);
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
@@ -1610,14 +1616,21 @@ namespace raftsync {
 // adopts the snapshot's log position.
 //
 // Piece format (little endian): u8 kind | u64 snapshot index | u64 offset | u64 total | bytes.
-//   kind 1 data (leader → follower), 2 ack (follower → leader: offset = next byte wanted),
+//   kind 1 data (leader → follower),
+//   2 ack (follower → leader: every byte below `offset` was received; an ack never moves the
+//     sender back — pieces past it are simply still in flight),
 //   3 abort (either way: the transfer is over; the leader retries when Raft asks again),
 //   4 skip (leader → follower: the span at `offset` changed on the leader since the snapshot was
 //     taken; bytes = u64 end of that span; the follower installs it as missing and repairs it
-//     from a peer afterwards).
+//     from a peer afterwards),
+//   5 resend (follower → leader: a piece arrived past `offset`, the next byte wanted — pieces
+//     were lost with a connection — or the follower starts the transfer over from 0).
+// The sender also resends from the last acknowledged byte when nothing was acknowledged for
+// `snapshot_resend_after` (lost pieces with nothing behind them to reveal the gap).
 
 namespace {
 constexpr std::size_t snapshot_window = 4;
+constexpr auto snapshot_resend_after = std::chrono::seconds(1);
 constexpr std::size_t snapshot_piece_header_bytes = 25;
 
 std::string encode_piece(std::uint8_t kind, std::uint64_t index, std::uint64_t offset,
@@ -1644,7 +1657,7 @@ std::optional<piece> decode_piece(std::string_view bytes) {
   p.index = load_u64(bytes.substr(1));
   p.offset = load_u64(bytes.substr(9));
   p.total = load_u64(bytes.substr(17));
-  if (p.kind < 1 || p.kind > 4) return std::nullopt;
+  if (p.kind < 1 || p.kind > 5) return std::nullopt;
   p.data = bytes.substr(snapshot_piece_header_bytes);
   return p;
 }
@@ -1703,6 +1716,7 @@ void replicated_folder::impl::pump_snapshot(raft::node_id to, outgoing_snapshot&
     piece_message.channel = snapshot_channel;
     piece_message.payload = encode_piece(1, out.writer->index(), out.sent, total, *data);
     out.sent += data->size();
+    out.bytes_sent += data->size();
     transport_->send(transport::envelope{config_.id, to, std::move(piece_message)});
   }
 }
@@ -1742,12 +1756,24 @@ void replicated_folder::impl::send_snapshot_abort(raft::node_id to, std::uint64_
   transport_->send(transport::envelope{config_.id, to, std::move(abort_message)});
 }
 
+void replicated_folder::impl::resend_snapshot_from(raft::node_id to, outgoing_snapshot& out,
+                                                   std::uint64_t offset) {
+  log(3, fmt::format("snapshot for node {}: resending from byte {} (sent up to {})", to, offset,
+                     out.sent));
+  out.sent = offset;
+  out.acked = std::min(out.acked, offset);  // below it only when the receiver started over
+  out.resent_from = offset;
+  out.resent_at = clock_type::now();
+  pump_snapshot(to, out);
+}
+
 void replicated_folder::impl::finish_snapshot(raft::node_id to, bool ok, const std::string& why) {
   auto it = outgoing_snapshots_.find(to);
   if (it == outgoing_snapshots_.end()) return;
   if (ok) {
-    log(2,
-        fmt::format("folder snapshot at #{} delivered to node {}", it->second.writer->index(), to));
+    log(2, fmt::format("folder snapshot at #{} delivered to node {} ({} bytes, {} data bytes sent)",
+                       it->second.writer->index(), to, it->second.writer->total_bytes(),
+                       it->second.bytes_sent));
     raft::message m = std::move(it->second.message);
     transport_->send(transport::envelope{config_.id, to, std::move(m)});
   } else {
@@ -1796,9 +1822,10 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
     log(1, fmt::format("malformed snapshot piece from node {} ignored", from));
     return;
   }
-  if (p->kind == 2 || (p->kind == 3 && outgoing_snapshots_.count(from) != 0 &&
-                       outgoing_snapshots_.at(from).writer->index() == p->index)) {
-    // Leader side: an acknowledgement (or the receiver gave up).
+  if (p->kind == 2 || p->kind == 5 ||
+      (p->kind == 3 && outgoing_snapshots_.count(from) != 0 &&
+       outgoing_snapshots_.at(from).writer->index() == p->index)) {
+    // Leader side: an acknowledgement, a request to resend, or the receiver gave up.
     auto it = outgoing_snapshots_.find(from);
     if (it == outgoing_snapshots_.end() || it->second.writer->index() != p->index) return;
     if (p->kind == 3) {
@@ -1806,10 +1833,25 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
       return;
     }
     outgoing_snapshot& out = it->second;
-    out.last_progress = clock_type::now();
-    out.acked = std::max(out.acked, p->offset);
-    if (p->offset < out.sent) out.sent = std::max(p->offset, out.acked);  // resend from there
-    if (out.acked >= out.writer->total_bytes()) {
+    const std::uint64_t total = out.writer->total_bytes();
+    if (p->offset > total) return;
+    if (p->kind == 5) {
+      // Asked again for the offset just resent: an answer to a piece that was in flight before.
+      if (p->offset == out.resent_from && clock_type::now() - out.resent_at < snapshot_resend_after)
+        return;
+      resend_snapshot_from(from, out, p->offset);
+      return;
+    }
+    // An acknowledgement only moves the sender forward. (Rewinding to every acknowledged offset
+    // below what was sent resent the whole window for each piece — quadratic in the pieces in
+    // flight, which stalled the leader's strand for seconds on a folder of small files: chaos
+    // soak seed 30, bug 18.)
+    if (p->offset > out.acked) {
+      out.acked = p->offset;
+      out.last_progress = clock_type::now();
+    }
+    out.sent = std::max(out.sent, out.acked);
+    if (out.acked >= total) {
       finish_snapshot(from, true, {});
       return;
     }
@@ -1849,7 +1891,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
   if (!incoming_snapshot_ || incoming_snapshot_index_ != p->index ||
       incoming_snapshot_from_ != from) {
     if (p->offset != 0) {
-      reply(2, 0);  // restart from the beginning for us
+      reply(5, 0);  // start from the beginning for us
       return;
     }
     if (incoming_snapshot_) (void)incoming_snapshot_->abort();
@@ -1863,7 +1905,9 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
   }
   incoming_snapshot_at_ = clock_type::now();
   if (p->offset != incoming_snapshot_->next_offset()) {
-    reply(2, incoming_snapshot_->next_offset());
+    // Behind: a resent piece already received (acknowledge where we are). Ahead: pieces before
+    // it were lost (ask for them again).
+    reply(p->offset < incoming_snapshot_->next_offset() ? 2 : 5, incoming_snapshot_->next_offset());
     return;
   }
   if (p->kind == 4) {
@@ -2360,8 +2404,12 @@ void replicated_folder::impl::check_snapshot_timeouts() {
   for (auto it = outgoing_snapshots_.begin(); it != outgoing_snapshots_.end();) {
     const raft::node_id to = it->first;
     ++it;
-    if (now - outgoing_snapshots_.at(to).last_progress > std::chrono::seconds(10)) {
+    outgoing_snapshot& out = outgoing_snapshots_.at(to);
+    if (now - out.last_progress > std::chrono::seconds(10)) {
       finish_snapshot(to, false, "no progress for 10 s");
+    } else if (out.sent > out.acked && now - out.last_progress > snapshot_resend_after &&
+               now - out.resent_at > snapshot_resend_after) {
+      resend_snapshot_from(to, out, out.acked);  // pieces lost with nothing behind them
     }
   }
 }
