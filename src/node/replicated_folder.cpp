@@ -1380,11 +1380,30 @@ namespace raftsync {
 // ---------------------------------------------------------------------------------------------
 // Local change detection: disk vs. manifest → commands. Events are hints; this re-reads the disk.
 
+// Messages quote paths from the folder, the log and the network; a name may hold any byte but
+// '/' and NUL on Linux, so control characters are escaped (\xNN): a newline in a file name must
+// not start a forged line in the operator's log.
 void replicated_folder::impl::log(int level, const std::string& text) const {
+  const auto is_control = [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  };
+  std::string escaped;
+  if (std::any_of(text.begin(), text.end(), is_control)) {
+    escaped.reserve(text.size() + 16);
+    for (char c : text) {
+      if (is_control(c)) {
+        escaped += fmt::format("\\x{:02x}", static_cast<unsigned char>(c));
+      } else {
+        escaped.push_back(c);
+      }
+    }
+  }
+  const std::string& line = escaped.empty() ? text : escaped;
   if (config_.log) {
-    config_.log(level, text);
+    config_.log(level, line);
   } else if (level <= 1) {
-    fmt::print(stderr, "raftsync node {}: {}\n", config_.id, text);
+    fmt::print(stderr, "raftsync node {}: {}\n", config_.id, line);
   }
 }
 

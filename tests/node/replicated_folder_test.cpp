@@ -1,8 +1,10 @@
 // The facade in process: three replicated_folder instances on loopback TCP with real folders and
 // the native watcher. What the e2e tests check through the node program, checked here through the
 // API an embedding application uses, plus hostile traffic on the application channels.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -51,6 +53,25 @@ TEST_CASE("API writes, renames and removes replicate; flush on the leader waits 
 
 // Regression (chaos bug 1): every flush rescans the folder and re-read a large file whose upload
 // was in flight, which restarted the upload — under steady flushes it never finished.
+// A name may hold a newline on Linux; the node's log quotes paths, so a raw newline would start a
+// forged line ("\nERROR ...") in the operator's log. Control characters are escaped.
+TEST_CASE("a file name with control characters cannot forge a log line", "[node][logging]") {
+  ::setenv("RAFTSYNC_NODE_TEST_DEBUG", "1", 1);  // capture debug lines, which quote every path
+  cluster c("log-escape");
+  ::unsetenv("RAFTSYNC_NODE_TEST_DEBUG");
+  const std::string name = "evil\nERROR forged\x1b[2J.txt";
+  write_file(c.folder(1) / name, "content");
+  REQUIRE(wait_until([&] { return c.everywhere(name, "content"); }, 10s));
+  REQUIRE(c.logged("evil\\x0aERROR forged\\x1b[2J.txt"));
+  std::lock_guard lock(c.log_mutex);
+  for (const std::string& line : c.logs) {
+    INFO(line);
+    CHECK(std::none_of(line.begin(), line.end(), [](char ch) {
+      return static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) == 0x7f;
+    }));
+  }
+}
+
 TEST_CASE("a large upload completes while flushes rescan the folder over and over",
           "[node][chunks]") {
   cluster c("rescan", 64 * 1024);
