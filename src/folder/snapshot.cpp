@@ -17,6 +17,7 @@ const std::string staging_uploads = staging_root + "/uploads";
 const std::string staging_old = staging_root + "/old";
 const std::string ready_marker = staging_root + "/READY";
 const std::string old_moved_marker = staging_root + "/OLD_MOVED";
+const std::string rescued_marker = staging_root + "/RESCUED";
 
 bool is_missing(const std::error_code& ec) {
   return ec == std::errc::no_such_file_or_directory;
@@ -344,7 +345,8 @@ std::error_code snapshot_reader::install() {
   w.u64(index_);
   w.blob(std::string_view(prefix_).substr(snapshot_header_bytes));
   if (auto ec = io.write_file_atomic(ready_marker, marker, 0600, 0)) return ec;
-  auto ec = finish_interrupted_install(sm_);
+  rescued_.clear();
+  auto ec = finish_interrupted_install(sm_, &rescued_);
   prefix_.clear();
   spans_.clear();
   contents_started_ = false;
@@ -353,7 +355,109 @@ std::error_code snapshot_reader::install() {
 
 // ----------------------------------------------------------------------- install roll-forward
 
-std::error_code finish_interrupted_install(state_machine& sm) {
+namespace {
+
+// Whether the entries at `a` and `b` hold the same thing (kind, then link target or content).
+result<bool> same_entry(folder_io& io, std::string_view a, std::string_view b,
+                        std::uint64_t chunk_bytes) {
+  auto sa = io.lstat(a);
+  if (!sa) return sa.error();
+  auto sb = io.lstat(b);
+  if (!sb) return is_missing(sb.error()) ? result<bool>(false) : result<bool>(sb.error());
+  if (sa->kind != sb->kind) return false;
+  if (sa->kind == file_kind::symlink) {
+    auto ta = io.readlink(a);
+    if (!ta) return ta.error();
+    auto tb = io.readlink(b);
+    if (!tb) return tb.error();
+    return *ta == *tb;
+  }
+  if (sa->kind != file_kind::regular || sa->size_bytes != sb->size_bytes) return false;
+  auto ha = hash_file(io, a, chunk_bytes);
+  if (!ha) return ha.error();
+  auto hb = hash_file(io, b, chunk_bytes);
+  if (!hb) return hb.error();
+  return ha->sha256 == hb->sha256;
+}
+
+// Local edits in the old tree (moved aside by the install, the new tree already in place, the
+// state machine still at its pre-install state) go back into the tree instead of being thrown
+// away with it: a file written while the snapshot was on its way must not be lost. For each
+// regular file and symlink below `old_root`/`rel`:
+//  * this node's committed version of its path: dropped (the snapshot supersedes it);
+//  * the new tree holds the same thing at the path: dropped (nothing to keep);
+//  * the new tree has nothing there, or still this node's committed version (the cluster did not
+//    change the path since): moved back to its path — the scan proposes it;
+//  * otherwise (changed here and in the cluster): moved to a local conflict copy beside it.
+// A local directory the new tree lacks is created again (it may be an unproposed mkdir). Other
+// kinds (FIFOs, sockets, devices) are not replicated and are dropped. Idempotent: a crash midway
+// is finished by the next open() with the same decisions.
+std::error_code rescue_local_edits(state_machine& sm, const std::string& old_root,
+                                   const std::string& rel, std::vector<preserved_edit>* rescued) {
+  folder_io& io = sm.tree();
+  auto entries = io.list(rel.empty() ? old_root : join_path(old_root, rel));
+  if (!entries) return entries.error();
+  const std::uint64_t chunk_bytes = sm.config().chunk_bytes;
+  for (const auto& e : *entries) {
+    const std::string path = rel.empty() ? e.name : join_path(rel, e.name);
+    const std::string where = join_path(old_root, path);
+    if (is_internal_path(path)) continue;
+    if (e.kind == file_kind::directory) {
+      if (auto ec = rescue_local_edits(sm, old_root, path, rescued)) return ec;
+      const manifest_entry* known = sm.committed().find(path);
+      if (known == nullptr || known->kind != file_kind::directory) {
+        auto now = io.lstat(path);
+        if (!now && is_missing(now.error())) {
+          if (auto ec = make_dirs(io, path, 0755)) return ec;
+          if (rescued != nullptr) rescued->push_back({path, path});
+        }
+      }
+      continue;
+    }
+    if (e.kind != file_kind::regular && e.kind != file_kind::symlink) continue;
+    auto committed = sm.holds_committed(where, path);
+    if (!committed) return committed.error();
+    if (*committed) continue;
+    auto same = same_entry(io, where, path, chunk_bytes);
+    if (!same) return same.error();
+    if (*same) continue;
+    std::string dest = path;
+    auto there = io.lstat(path);
+    if (there) {
+      auto unchanged = sm.holds_committed(path, path);
+      if (!unchanged) return unchanged.error();
+      if (!*unchanged || there->kind == file_kind::directory) {
+        auto st = io.lstat(where);
+        if (!st) return st.error();
+        for (unsigned n = 0;; ++n) {
+          dest = conflict_copy_name(path, sm.config().self, st->mtime_ns, n);
+          auto other = io.lstat(dest);
+          if (!other && is_missing(other.error())) break;
+          if (!other) return other.error();
+        }
+      }
+    } else if (!is_missing(there.error()) && there.error() != std::errc::not_a_directory &&
+               there.error() != make_error_code(errc::invalid_path)) {
+      return there.error();
+    }
+    auto made = make_dirs(io, parent_path(dest), 0755);
+    if (made) {
+      // A file of the new tree is where a parent directory was: keep the edit at the top.
+      dest = conflict_copy_name(e.name, sm.config().self, 0, 0);
+      for (unsigned n = 1; io.lstat(dest); ++n)
+        dest = conflict_copy_name(e.name, sm.config().self, 0, n);
+    }
+    if (auto ec = io.rename(where, dest)) return ec;
+    if (auto ec = io.sync_dir(parent_path(dest))) return ec;  // durable before RESCUED is
+    if (rescued != nullptr) rescued->push_back({path, dest});
+  }
+  return {};
+}
+
+}  // namespace
+
+std::error_code finish_interrupted_install(state_machine& sm,
+                                           std::vector<preserved_edit>* rescued) {
   folder_io& io = sm.tree();
   auto st = io.lstat(staging_root);
   if (!st) return is_missing(st.error()) ? std::error_code{} : st.error();
@@ -384,6 +488,15 @@ std::error_code finish_interrupted_install(state_machine& sm) {
   if (!fresh) return fresh.error();
   for (const auto& e : *fresh)
     if (auto ec = io.rename(join_path(staging_tree, e.name), e.name)) return ec;
+  // The rescue decides against the pre-install state: once the new state is installed it must
+  // not run again (a committed file of the old tree would look like a local edit).
+  auto done = io.lstat(rescued_marker);
+  if (!done) {
+    if (!is_missing(done.error())) return done.error();
+    if (auto ec = rescue_local_edits(sm, staging_old, "", rescued)) return ec;
+    if (auto ec = io.sync_dir("")) return ec;
+    if (auto ec = io.write_file_atomic(rescued_marker, {}, 0600, 0)) return ec;
+  }
   // Staging files of uploads the snapshot does not have are stale; the snapshot's own (possibly
   // moved in already by an earlier attempt) stay.
   auto parts = decode_section(state);

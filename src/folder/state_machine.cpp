@@ -380,6 +380,12 @@ bool state_machine::is_echo(std::string_view path, const file_stat& stat) const 
   }
 }
 
+result<bool> state_machine::holds_committed(std::string_view where, std::string_view path) {
+  const manifest_entry* entry = manifest_.find(path);
+  if (entry == nullptr) return false;
+  return working_matches(where, entry, nullptr);
+}
+
 void state_machine::note_unchanged(std::string_view path, const file_stat& stat) {
   manifest_entry* e = manifest_.find(path);
   if (e == nullptr || e->kind != stat.kind) return;

@@ -1914,8 +1914,6 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
       return;
     }
     if (incoming_snapshot_) (void)incoming_snapshot_->abort();
-    // Local edits not proposed yet would be replaced by the install: propose them first.
-    detect_and_propose({""}, true);
     incoming_snapshot_ = std::make_unique<folder::snapshot_reader>(*machine_);
     incoming_snapshot_from_ = from;
     incoming_snapshot_index_ = p->index;
@@ -1967,6 +1965,17 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
       return;
     }
     log(2, fmt::format("folder snapshot at #{} installed", p->index));
+    // Local edits the install kept (made while the transfer ran, or not proposed before it):
+    // propose them, and let a flush wait for them.
+    for (const folder::preserved_edit& edit : incoming_snapshot_->rescued()) {
+      log(2, edit.copy_path == edit.original_path
+                 ? fmt::format("local edit {} kept by the snapshot install", edit.original_path)
+                 : fmt::format("local edit {} kept by the snapshot install as {}",
+                               edit.original_path, edit.copy_path));
+      dirty_paths_.insert(edit.copy_path);
+      redetect_.insert(edit.copy_path);
+    }
+    if (!incoming_snapshot_->rescued().empty()) schedule_detection();
     // Anything queued for apply is older than the snapshot: drop it.
     std::erase_if(apply_queue_, [&](const raft::entry& e) { return e.index <= p->index; });
     incoming_snapshot_.reset();

@@ -61,11 +61,11 @@ TEST_CASE("a snapshot streamed and installed gives an identical tree and state",
   replicated_log l;
   build_tree(leader, l);
   node fresh(4);
-  fresh.io->user_write("stale/old.txt", "from before the snapshot");
   snapshot_writer writer(*leader.sm);
   snapshot_reader reader(*fresh.sm);
   transfer(writer, reader, 4096);
   REQUIRE_FALSE(reader.install());
+  CHECK(reader.rescued().empty());
   CHECK(fresh.io->dump() == leader.io->dump());
   CHECK(fresh.sm->committed().same_replicated(leader.sm->committed()));
   CHECK(fresh.sm->applied_index() == leader.sm->applied_index());
@@ -124,6 +124,58 @@ TEST_CASE("a snapshot transfer resumes at any offset and tolerates resent pieces
   CHECK(reader.write(writer.total_bytes() + 5, "x") == make_error_code(errc::malformed));
   REQUIRE_FALSE(reader.install());
   CHECK(fresh.io->dump() == leader.io->dump());
+}
+
+// Chaos soak seed 30, second run (bug 19): files written on a node while it received a folder
+// snapshot were moved aside with the old tree by the install and deleted with it — acknowledged
+// writes lost (the flush that followed found nothing to propose). Local edits are now kept.
+TEST_CASE(
+    "an install keeps local edits: back in place, or as a conflict copy beside the new version",
+    "[folder][snapshot]") {
+  node leader(1);
+  replicated_log l;
+  build_tree(leader, l);
+  // The receiver had an older committed version of the cluster's files.
+  node behind(4);
+  l.catch_up(behind);
+  // The cluster moves on: a.txt and dir/b.txt change, c.txt is new.
+  l.append(make_write(2, 20, "a.txt", "alpha v2"));
+  l.append(make_write(2, 21, "c.txt", "gamma"));
+  l.catch_up(leader);
+  snapshot_writer writer(*leader.sm);
+  snapshot_reader reader(*behind.sm);
+  // While the transfer runs, the receiver's user writes (none of it proposed yet):
+  behind.io->user_write("a.txt", "local edit of a");      // changed in the cluster too: conflict
+  behind.io->user_write("dir/b.txt", "local edit of b");  // unchanged in the cluster: kept in place
+  behind.io->user_write("new/n.txt", "brand new");        // untracked: kept in place
+  behind.io->user_write("c.txt", "gamma");                // the cluster's content already
+  REQUIRE_FALSE(behind.io->mkdir("empty-new", 0755));     // an unproposed mkdir
+  transfer(writer, reader, 4096);
+  REQUIRE_FALSE(reader.install());
+
+  CHECK(behind.sm->applied_index() == leader.sm->applied_index());
+  CHECK(behind.sm->committed().same_replicated(leader.sm->committed()));
+  CHECK(behind.io->content("a.txt") == "alpha v2");  // the committed version stays
+  CHECK(behind.io->content("dir/b.txt") == "local edit of b");
+  CHECK(behind.io->content("new/n.txt") == "brand new");
+  CHECK(behind.io->content("c.txt") == "gamma");
+  CHECK(behind.io->lstat("empty-new")->kind == file_kind::directory);
+  std::string copy;
+  for (const auto& r : reader.rescued())
+    if (r.original_path == "a.txt") copy = r.copy_path;
+  REQUIRE(copy.rfind("a.conflict-4-", 0) == 0);
+  CHECK(behind.io->content(copy) == "local edit of a");
+  CHECK(reader.rescued().size() == 4);  // a.txt, dir/b.txt, new/n.txt, empty-new
+  CHECK_FALSE(behind.io->exists(".raftsync-tmp-snapshot"));
+  // The scan proposes each kept edit; replicated, the trees agree again.
+  for (const char* path : {"a.txt", "dir/b.txt", "new/n.txt", "empty-new", copy.c_str()})
+    for (command c : behind.changes(path))
+      l.append(std::move(c));
+  l.catch_up(leader);
+  l.catch_up(behind);
+  CHECK(behind.io->dump() == leader.io->dump());
+  CHECK(leader.io->content(copy) == "local edit of a");
+  CHECK(leader.io->content("dir/b.txt") == "local edit of b");
 }
 
 TEST_CASE("a snapshot never ships an uncommitted local edit", "[folder][snapshot]") {
@@ -246,6 +298,10 @@ TEST_CASE("an install interrupted at any step is finished or discarded on open",
     INFO("crash after " << crash_after << " mutations of the install");
     CHECK_FALSE(fresh.io->exists(".raftsync-tmp-snapshot"));
     if (fresh.sm->applied_index() == leader.sm->applied_index()) {
+      // The untracked local file is kept whatever step the crash interrupted.
+      CHECK(fresh.io->content("old/file") == "old");
+      REQUIRE_FALSE(fresh.io->unlink("old/file"));
+      REQUIRE_FALSE(fresh.io->rmdir("old"));
       CHECK(fresh.io->dump() == leader.io->dump());
       CHECK(fresh.sm->committed().same_replicated(leader.sm->committed()));
     } else {

@@ -101,9 +101,12 @@ class snapshot_reader {
   // the staged tree is complete and fsynced, a READY marker is written, the old top-level
   // entries are moved into the staging area, the new ones moved in, the state file persisted,
   // the staging area removed. A crash anywhere in between is finished by state_machine::open()
-  // (finish_interrupted_install). Working entries the snapshot replaces are discarded: propose
-  // pending local edits before installing (or accept their loss).
+  // (finish_interrupted_install). Local edits are kept: a working entry that is not this
+  // node's committed version goes back to its path, or beside it as a local conflict copy when
+  // the cluster changed the path too (see rescued()).
   std::error_code install();
+  // The local edits the last install() put back (original path → where it is now): propose them.
+  const std::vector<preserved_edit>& rescued() const noexcept { return rescued_; }
   // Throws away a partial download.
   std::error_code abort();
 
@@ -125,10 +128,13 @@ class snapshot_reader {
   sha256_hasher chunk_hasher_;  // running hash of the current chunk
   std::uint64_t received_ = 0;
   bool contents_started_ = false;
+  std::vector<preserved_edit> rescued_;
 };
 
 // Called by state_machine::open(): completes an install interrupted after its READY marker, or
-// removes a partial download. Not for other callers.
-std::error_code finish_interrupted_install(state_machine& sm);
+// removes a partial download; the local edits it put back are appended to `rescued`. Not for
+// other callers.
+std::error_code finish_interrupted_install(state_machine& sm,
+                                           std::vector<preserved_edit>* rescued = nullptr);
 
 }  // namespace raftsync::folder

@@ -311,6 +311,10 @@ class state_machine {
   bool take_own_read(std::string_view path, const file_stat& now, const digest& sha256);
 
   // --- snapshots (snapshot.hpp) ---
+  // Whether the entry at `where` (a path in the tree, e.g. inside a snapshot install's staging
+  // area) is this node's committed version of `path`: kind, then identity (size, mtime, inode),
+  // then content. False for an entry the manifest does not have (an untracked local entry).
+  result<bool> holds_committed(std::string_view where, std::string_view path);
   // The replicated state (manifest without local fields, dedupe windows, uploads), identical on
   // every node at the same applied index.
   std::string encode_replicated_state() const;
