@@ -363,7 +363,14 @@ result<bool> same_entry(folder_io& io, std::string_view a, std::string_view b,
   auto sa = io.lstat(a);
   if (!sa) return sa.error();
   auto sb = io.lstat(b);
-  if (!sb) return is_missing(sb.error()) ? result<bool>(false) : result<bool>(sb.error());
+  if (!sb) {
+    // Nothing at `b`: missing, or a parent of it is a file or a symlink in this tree.
+    const std::error_code ec = sb.error();
+    if (is_missing(ec) || ec == std::errc::not_a_directory ||
+        ec == make_error_code(errc::invalid_path))
+      return false;
+    return ec;
+  }
   if (sa->kind != sb->kind) return false;
   if (sa->kind == file_kind::symlink) {
     auto ta = io.readlink(a);
@@ -421,33 +428,40 @@ std::error_code rescue_local_edits(state_machine& sm, const std::string& old_roo
     auto same = same_entry(io, where, path, chunk_bytes);
     if (!same) return same.error();
     if (*same) continue;
+    auto st = io.lstat(where);
+    if (!st) return st.error();
+    const auto free_copy_name = [&](std::string_view original) -> result<std::string> {
+      for (unsigned n = 0;; ++n) {
+        std::string name = conflict_copy_name(original, sm.config().self, st->mtime_ns, n);
+        auto other = io.lstat(name);
+        if (!other && is_missing(other.error())) return name;
+        if (!other) return other.error();
+      }
+    };
     std::string dest = path;
     auto there = io.lstat(path);
     if (there) {
       auto unchanged = sm.holds_committed(path, path);
       if (!unchanged) return unchanged.error();
       if (!*unchanged || there->kind == file_kind::directory) {
-        auto st = io.lstat(where);
-        if (!st) return st.error();
-        for (unsigned n = 0;; ++n) {
-          dest = conflict_copy_name(path, sm.config().self, st->mtime_ns, n);
-          auto other = io.lstat(dest);
-          if (!other && is_missing(other.error())) break;
-          if (!other) return other.error();
-        }
+        auto name = free_copy_name(path);
+        if (!name) return name.error();
+        dest = std::move(*name);
       }
     } else if (!is_missing(there.error()) && there.error() != std::errc::not_a_directory &&
                there.error() != make_error_code(errc::invalid_path)) {
       return there.error();
     }
-    auto made = make_dirs(io, parent_path(dest), 0755);
-    if (made) {
-      // A file of the new tree is where a parent directory was: keep the edit at the top.
-      dest = conflict_copy_name(e.name, sm.config().self, 0, 0);
-      for (unsigned n = 1; io.lstat(dest); ++n)
-        dest = conflict_copy_name(e.name, sm.config().self, 0, n);
+    std::error_code moved = make_dirs(io, parent_path(dest), 0755);
+    if (!moved) moved = io.rename(where, dest);
+    if (moved) {
+      // The new tree has a file or a symlink where a parent directory of the edit was: keep the
+      // edit at the top of the folder instead.
+      auto name = free_copy_name(e.name);
+      if (!name) return name.error();
+      dest = std::move(*name);
+      if (auto ec = io.rename(where, dest)) return ec;
     }
-    if (auto ec = io.rename(where, dest)) return ec;
     if (auto ec = io.sync_dir(parent_path(dest))) return ec;  // durable before RESCUED is
     if (rescued != nullptr) rescued->push_back({path, dest});
   }

@@ -130,7 +130,7 @@ TEST_CASE("a snapshot transfer resumes at any offset and tolerates resent pieces
 // snapshot were moved aside with the old tree by the install and deleted with it — acknowledged
 // writes lost (the flush that followed found nothing to propose). Local edits are now kept.
 TEST_CASE(
-    "an install keeps local edits: back in place, or as a conflict copy beside the new version",
+    "an install keeps local edits: back in place or as a conflict copy beside the new version",
     "[folder][snapshot]") {
   node leader(1);
   replicated_log l;
@@ -141,6 +141,7 @@ TEST_CASE(
   // The cluster moves on: a.txt and dir/b.txt change, c.txt is new.
   l.append(make_write(2, 20, "a.txt", "alpha v2"));
   l.append(make_write(2, 21, "c.txt", "gamma"));
+  l.append(make_write(2, 22, "p", "now a file"));
   l.catch_up(leader);
   snapshot_writer writer(*leader.sm);
   snapshot_reader reader(*behind.sm);
@@ -150,6 +151,7 @@ TEST_CASE(
   behind.io->user_write("new/n.txt", "brand new");        // untracked: kept in place
   behind.io->user_write("c.txt", "gamma");                // the cluster's content already
   REQUIRE_FALSE(behind.io->mkdir("empty-new", 0755));     // an unproposed mkdir
+  behind.io->user_write("p/inner.txt", "under a directory that became a file");
   transfer(writer, reader, 4096);
   REQUIRE_FALSE(reader.install());
 
@@ -160,15 +162,22 @@ TEST_CASE(
   CHECK(behind.io->content("new/n.txt") == "brand new");
   CHECK(behind.io->content("c.txt") == "gamma");
   CHECK(behind.io->lstat("empty-new")->kind == file_kind::directory);
-  std::string copy;
-  for (const auto& r : reader.rescued())
+  std::string copy, inner;
+  for (const auto& r : reader.rescued()) {
     if (r.original_path == "a.txt") copy = r.copy_path;
+    if (r.original_path == "p/inner.txt") inner = r.copy_path;
+  }
   REQUIRE(copy.rfind("a.conflict-4-", 0) == 0);
   CHECK(behind.io->content(copy) == "local edit of a");
-  CHECK(reader.rescued().size() == 4);  // a.txt, dir/b.txt, new/n.txt, empty-new
+  // Its directory is a file in the new tree: kept at the top of the folder.
+  CHECK(behind.io->content("p") == "now a file");
+  REQUIRE(inner.rfind("inner.conflict-4-", 0) == 0);
+  CHECK(behind.io->content(inner) == "under a directory that became a file");
+  CHECK(reader.rescued().size() == 5);  // a.txt, dir/b.txt, new/n.txt, empty-new, p/inner.txt
   CHECK_FALSE(behind.io->exists(".raftsync-tmp-snapshot"));
   // The scan proposes each kept edit; replicated, the trees agree again.
-  for (const char* path : {"a.txt", "dir/b.txt", "new/n.txt", "empty-new", copy.c_str()})
+  for (const char* path :
+       {"a.txt", "dir/b.txt", "new/n.txt", "empty-new", copy.c_str(), inner.c_str()})
     for (command c : behind.changes(path))
       l.append(std::move(c));
   l.catch_up(leader);
