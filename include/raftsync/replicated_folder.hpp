@@ -96,6 +96,9 @@ struct folder_status {
   std::vector<std::string>
       halted_reasons;       // non-empty: the node cannot make progress (disk full, …)
   std::uint64_t files = 0;  // entries in the manifest
+  // Raft messages of an older term dropped since start: a peer that lagged behind an election,
+  // or one replaying old traffic (a steady rise without elections is worth a look).
+  std::uint64_t stale_messages = 0;
 };
 
 class replicated_folder {

@@ -1207,6 +1207,7 @@ folder_status replicated_folder::impl::status() const {
     s.applied_index = machine_->applied_index();
     s.last_index = st.last_index;
     s.pending_proposals = pending_.size();
+    s.stale_messages = st.stale_messages;
     s.files = machine_->committed().size();
     for (const raft::progress_status& p : st.progress) {
       if (p.id == config_.id) continue;

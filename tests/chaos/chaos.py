@@ -965,6 +965,13 @@ class Cluster:
                 self.failures.append("forge: replayed stale messages moved node %d from term %s "
                                      "leader %s to term %s leader %s" %
                                      (i, b["term"], b["leader"], a["term"], a["leader"]))
+            elif b and "stale_messages" in a:
+                # The node counts what it dropped, so an operator sees a replaying peer.
+                seen = a["stale_messages"] - b.get("stale_messages", 0)
+                self.forge_figures.setdefault("stale_counted", {})[str(i)] = seen
+                if seen <= 0:
+                    self.failures.append("forge: node %d's status shows no stale message "
+                                         "dropped after the replay" % i)
         # (b) forwarded proposals with hostile paths, as `low` (down) and as the non-member 1,
         # sent to every running member (followers forward them to the leader).
         common = ["--escape-link", link, "--existing", existing]

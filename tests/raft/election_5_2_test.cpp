@@ -109,6 +109,24 @@ TEST_CASE("messages from an older term are ignored", "[raft][5.2]") {
   CHECK(after.soft == before.soft);
 }
 
+TEST_CASE("messages of an older term are counted, so a replaying peer is visible", "[raft][5.2]") {
+  cluster c({1, 2, 3}, {}, [](config& cfg) {
+    cfg.pre_vote = false;
+    cfg.check_quorum = false;
+  });
+  c.elect(1);
+  c.elect(2);
+  const auto before = c.node(3).status();
+  REQUIRE(before.hard.term >= 2);
+  REQUIRE(!c.node(3).step(make_message(message_type::append, 1, 3, before.hard.term - 1)));
+  REQUIRE(!c.node(3).step(make_message(message_type::vote, 1, 3, before.hard.term - 1)));
+  CHECK(c.node(3).status().stale_messages == before.stale_messages + 2);
+  // A message of the current term is not stale.
+  REQUIRE(!c.node(3).step(make_message(message_type::heartbeat, 2, 3, before.hard.term)));
+  CHECK(c.node(3).status().stale_messages == before.stale_messages + 2);
+  CHECK(c.node(3).status().hard.term == before.hard.term);
+}
+
 TEST_CASE("a candidate that collects a majority of votes becomes leader", "[raft][5.2]") {
   cluster c({1, 2, 3, 4, 5}, {}, [](config& cfg) { no_pre_vote(cfg); });
   // Two nodes are down: three of five votes still elect.

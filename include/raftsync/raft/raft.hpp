@@ -137,6 +137,9 @@ class raft_core {
   node_id leader() const noexcept { return lead_; }
   raft::role role() const noexcept { return state_; }
   node_id lead_transferee() const noexcept { return lead_transferee_; }
+  // Messages of an older term dropped (a peer that lagged behind an election, or one replaying
+  // old traffic). Local, since this object was created.
+  std::uint64_t stale_messages() const noexcept { return stale_messages_; }
   std::uint64_t uncommitted_size_bytes() const noexcept { return uncommitted_size_; }
   std::uint32_t randomized_election_timeout() const noexcept { return randomized_timeout_; }
   bool halted() const noexcept { return static_cast<bool>(halt_error_); }
@@ -478,6 +481,7 @@ class raft_core {
         become_follower(m.term, no_node);
       }
     } else if (m.term < term_) {
+      ++stale_messages_;
       if ((cfg_.check_quorum || cfg_.pre_vote) &&
           (m.type == message_type::heartbeat || m.type == message_type::append)) {
         // A stale leader (e.g. after a partition) learns our term and steps down; without this,
@@ -1095,6 +1099,7 @@ class raft_core {
   node_id id_;
   // Persistent state (Raft Figure 2). Invariant: vote_ == no_node || term_ > 0.
   std::uint64_t term_ = 0;
+  std::uint64_t stale_messages_ = 0;
   node_id vote_ = no_node;
   raft_log log_;
   const storage* storage_;

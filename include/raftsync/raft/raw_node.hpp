@@ -51,6 +51,7 @@ struct status {
   node_id lead_transferee;
   std::uint64_t committed = 0;  // current commit index (hard.commit may lag until the next ready)
   std::error_code halted;       // non-zero: storage failed; the node refuses all input
+  std::uint64_t stale_messages = 0;  // messages of an older term dropped since the node started
 };
 
 class raw_node {  // movable, not copyable; one thread at a time
@@ -238,6 +239,7 @@ class raw_node {  // movable, not copyable; one thread at a time
     }
     st.lead_transferee = core_.lead_transferee();
     st.committed = core_.log().committed();
+    st.stale_messages = core_.stale_messages();
     st.halted = core_.halt_error();
     return st;
   }
