@@ -38,7 +38,7 @@ bool fast_unchanged(const manifest_entry& e, const file_stat& st) {
 // ------------------------------------------------------------------------------ chunked_upload
 
 bool chunked_upload::reads(const file_stat& now) const noexcept {
-  return same_identity(identity_, now) && identity_.ctime_ns == now.ctime_ns;
+  return same_working_identity(identity_, now);
 }
 
 result<std::optional<command>> chunked_upload::next() {

@@ -430,21 +430,13 @@ std::error_code rescue_local_edits(state_machine& sm, const std::string& old_roo
     if (*same) continue;
     auto st = io.lstat(where);
     if (!st) return st.error();
-    const auto free_copy_name = [&](std::string_view original) -> result<std::string> {
-      for (unsigned n = 0;; ++n) {
-        std::string name = conflict_copy_name(original, sm.config().self, st->mtime_ns, n);
-        auto other = io.lstat(name);
-        if (!other && is_missing(other.error())) return name;
-        if (!other) return other.error();
-      }
-    };
     std::string dest = path;
     auto there = io.lstat(path);
     if (there) {
       auto unchanged = sm.holds_committed(path, path);
       if (!unchanged) return unchanged.error();
       if (!*unchanged || there->kind == file_kind::directory) {
-        auto name = free_copy_name(path);
+        auto name = sm.free_copy_name(path, st->mtime_ns);
         if (!name) return name.error();
         dest = std::move(*name);
       }
@@ -457,7 +449,7 @@ std::error_code rescue_local_edits(state_machine& sm, const std::string& old_roo
     if (moved) {
       // The new tree has a file or a symlink where a parent directory of the edit was: keep the
       // edit at the top of the folder instead.
-      auto name = free_copy_name(e.name);
+      auto name = sm.free_copy_name(e.name, st->mtime_ns);
       if (!name) return name.error();
       dest = std::move(*name);
       if (auto ec = io.rename(where, dest)) return ec;

@@ -398,10 +398,8 @@ bool state_machine::take_own_read(std::string_view path, const file_stat& now,
                                   const digest& sha256) {
   auto read = own_reads_.find(path);
   if (read == own_reads_.end()) return false;
-  const file_stat& was = read->second.stat;
   const bool same = read->second.sha256 == sha256 && now.kind == file_kind::regular &&
-                    was.inode == now.inode && was.size_bytes == now.size_bytes &&
-                    was.mtime_ns == now.mtime_ns && was.ctime_ns == now.ctime_ns;
+                    same_working_identity(read->second.stat, now);
   own_reads_.erase(read);
   return same;
 }
@@ -884,18 +882,22 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
     *keep_local = true;
     return {};
   }
-  std::string copy;
+  auto copy = free_copy_name(path, st->mtime_ns);
+  if (!copy) return copy.error();
+  if (auto ec = tree_.rename(path, *copy)) return ec;
+  if (auto ec = sync_directory(parent_path(path))) return ec;
+  r.preserved.push_back({std::string(path), std::move(*copy)});
+  return {};
+}
+
+result<std::string> state_machine::free_copy_name(std::string_view path, std::int64_t mtime_ns) {
   for (unsigned n = 0;; ++n) {
-    copy = conflict_copy_name(path, config_.self, st->mtime_ns, n);
+    std::string copy = conflict_copy_name(path, config_.self, mtime_ns, n);
     if (manifest_.find(copy) != nullptr) continue;
     auto other = tree_.lstat(copy);
-    if (!other && is_missing(other.error())) break;
+    if (!other && is_missing(other.error())) return copy;
     if (!other) return other.error();
   }
-  if (auto ec = tree_.rename(path, copy)) return ec;
-  if (auto ec = sync_directory(parent_path(path))) return ec;
-  r.preserved.push_back({std::string(path), copy});
-  return {};
 }
 
 std::error_code state_machine::ensure_parents(std::uint64_t index, const command& c,

@@ -226,6 +226,7 @@ class replicated_folder::impl {
   void drain_apply_queue();
   void handle_apply_result(const folder::apply_result& r);
   void schedule_detection();
+  void propose_kept_edits(const std::vector<folder::preserved_edit>& edits);
   struct outgoing_snapshot {
     std::unique_ptr<folder::snapshot_writer> writer;
     raft::message message;                 // sent once the receiver has every byte
@@ -242,7 +243,6 @@ class replicated_folder::impl {
   void start_snapshot_stream(raft::message m);
   void pump_snapshot(raft::node_id to, outgoing_snapshot& out);
   void finish_snapshot(raft::node_id to, bool ok, const std::string& why);
-  void abandon_snapshot(raft::node_id to, const std::string& why);
   void send_snapshot_abort(raft::node_id to, std::uint64_t index);
   void drop_incoming_snapshot();  // aborts the transfer being received, removes its partial tree
   void check_snapshot_timeouts();
@@ -731,12 +731,12 @@ void replicated_folder::impl::process_ready() {
       const bool leader_changed = rd.soft->leader != soft_.leader;
       soft_ = *rd.soft;
       if (soft_.role != raft::role::leader && !outgoing_snapshots_.empty()) {
-        // Only a leader streams snapshots; the new one sends its own.
-        std::vector<raft::node_id> peers;
-        for (const auto& [to, out] : outgoing_snapshots_)
-          peers.push_back(to);
-        for (raft::node_id to : peers)
-          abandon_snapshot(to, "no longer the leader");
+        // Only a leader streams snapshots; the new one sends its own (no retry from here).
+        for (const auto& [to, out] : outgoing_snapshots_) {
+          log(2, fmt::format("folder snapshot to node {} stopped: no longer the leader", to));
+          send_snapshot_abort(to, out.writer->index());
+        }
+        outgoing_snapshots_.clear();
       }
       if (leader_changed) {
         term_ = std::max(term_, node_->status().hard.term);
@@ -955,13 +955,9 @@ void replicated_folder::impl::handle_apply_result(const folder::apply_result& r)
       log(1, fmt::format("removing stale staging files of node {}: {}", r.origin, ec.message()));
     }
   }
-  for (const folder::preserved_edit& edit : r.preserved) {
-    // A local edit that had not been proposed yet was in the way of this apply: the state machine
-    // moved it aside on this node. Propose the copy so it replicates (nothing is lost).
-    dirty_paths_.insert(edit.copy_path);
-    redetect_.insert(edit.copy_path);
-  }
-  if (!r.preserved.empty()) schedule_detection();
+  // A local edit that had not been proposed yet was in the way of this apply: the state machine
+  // moved it aside on this node. Propose the copy so it replicates (nothing is lost).
+  propose_kept_edits(r.preserved);
   if (r.status == folder::apply_status::rejected) {
     log(1, fmt::format("rejected #{}: {}", r.index, r.reason));
   }
@@ -1097,6 +1093,16 @@ void replicated_folder::impl::on_watch_batch(std::vector<watch::fs_event> batch)
     }
   }
   schedule_detection();
+}
+
+// Local edits an apply or a snapshot install moved aside or put back: proposed like any change,
+// and a flush waits until they are read.
+void replicated_folder::impl::propose_kept_edits(const std::vector<folder::preserved_edit>& edits) {
+  for (const folder::preserved_edit& edit : edits) {
+    dirty_paths_.insert(edit.copy_path);
+    redetect_.insert(edit.copy_path);
+  }
+  if (!edits.empty()) schedule_detection();
 }
 
 void replicated_folder::impl::schedule_detection() {
@@ -1760,15 +1766,6 @@ void replicated_folder::impl::drop_incoming_snapshot() {
   incoming_snapshot_from_ = raft::no_node;
 }
 
-// Stops streaming to `to` without asking Raft to retry (this node no longer leads).
-void replicated_folder::impl::abandon_snapshot(raft::node_id to, const std::string& why) {
-  auto it = outgoing_snapshots_.find(to);
-  if (it == outgoing_snapshots_.end()) return;
-  log(2, fmt::format("folder snapshot to node {} stopped: {}", to, why));
-  send_snapshot_abort(to, it->second.writer->index());
-  outgoing_snapshots_.erase(it);
-}
-
 void replicated_folder::impl::send_snapshot_abort(raft::node_id to, std::uint64_t index) {
   transport::app_message abort_message;
   abort_message.channel = snapshot_channel;
@@ -1914,7 +1911,7 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
       reply(5, 0);  // start from the beginning for us
       return;
     }
-    if (incoming_snapshot_) (void)incoming_snapshot_->abort();
+    drop_incoming_snapshot();
     incoming_snapshot_ = std::make_unique<folder::snapshot_reader>(*machine_);
     incoming_snapshot_from_ = from;
     incoming_snapshot_index_ = p->index;
@@ -1966,17 +1963,14 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
       return;
     }
     log(2, fmt::format("folder snapshot at #{} installed", p->index));
-    // Local edits the install kept (made while the transfer ran, or not proposed before it):
-    // propose them, and let a flush wait for them.
+    // Local edits the install kept (made while the transfer ran, or not proposed before it).
     for (const folder::preserved_edit& edit : incoming_snapshot_->rescued()) {
       log(2, edit.copy_path == edit.original_path
                  ? fmt::format("local edit {} kept by the snapshot install", edit.original_path)
                  : fmt::format("local edit {} kept by the snapshot install as {}",
                                edit.original_path, edit.copy_path));
-      dirty_paths_.insert(edit.copy_path);
-      redetect_.insert(edit.copy_path);
     }
-    if (!incoming_snapshot_->rescued().empty()) schedule_detection();
+    propose_kept_edits(incoming_snapshot_->rescued());
     // Anything queued for apply is older than the snapshot: drop it.
     std::erase_if(apply_queue_, [&](const raft::entry& e) { return e.index <= p->index; });
     incoming_snapshot_.reset();

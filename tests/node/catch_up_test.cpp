@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <catch2/catch.hpp>
 
@@ -80,6 +81,32 @@ class root_temp_counter {
   bool overflowed_ = false;
 };
 
+// Adds position 4 (prepared, not started) as a member through the leader; returns the leader.
+int add_joiner(cluster& c) {
+  c.prepare_joiner();
+  const int leader = c.leader();
+  REQUIRE_FALSE(c.node(leader).add_node(c.joiner_address()));
+  REQUIRE(wait_until([&] { return lists_peer(c.node(leader).status(), c.id_of(4)); }, 10s));
+  return leader;
+}
+
+// Writes 1,100 files `dir`/f<i>.txt holding `body` + i on `leader` — more than the 1,000 entries
+// a leader keeps below its log snapshot, so a member that was down needs a folder snapshot — and
+// waits until the three founders hold them. Returns the last file's path and content.
+std::pair<std::string, std::string> fill_past_the_log(cluster& c, int leader,
+                                                      const std::string& dir,
+                                                      const std::string& body) {
+  constexpr int files = 1100;
+  for (int i = 0; i < files; ++i)
+    REQUIRE_FALSE(c.node(leader).write_file(dir + "/f" + std::to_string(i) + ".txt",
+                                            body + std::to_string(i)));
+  REQUIRE_FALSE(c.node(leader).flush(60s));
+  std::pair<std::string, std::string> last{dir + "/f" + std::to_string(files - 1) + ".txt",
+                                           body + std::to_string(files - 1)};
+  REQUIRE(wait_until([&] { return c.everywhere(last.first, last.second); }, 60s));
+  return last;
+}
+
 }  // namespace
 
 // Found by chaos soak D (replace fault: remove-node, empty disk, --join, add-node).
@@ -89,25 +116,15 @@ TEST_CASE(
     "[node][membership][snapshot]") {
   // A log snapshot every 16 applies; 64 KiB chunks.
   cluster c("join-by-snapshot", 64 * 1024, 1, 16);
-  c.prepare_joiner();
-  const int leader = c.leader();
-  REQUIRE_FALSE(c.node(leader).add_node(c.joiner_address()));
-  REQUIRE(wait_until([&] { return lists_peer(c.node(leader).status(), c.id_of(4)); }, 10s));
+  const int leader = add_joiner(c);
   const std::uint64_t add_index = c.node(leader).status().last_index;
   // With the new member still down, more than the 1,000 entries the leader keeps below its log
   // snapshot: the membership change is compacted away, so the joiner gets a snapshot taken after
   // it, and no conf-change entry (it learns the members from the snapshot or not at all).
-  constexpr int fill = 1100;
-  for (int i = 0; i < fill; ++i)
-    REQUIRE_FALSE(c.node(leader).write_file("fill/f" + std::to_string(i) + ".txt",
-                                            "fill " + std::to_string(i)));
-  REQUIRE_FALSE(c.node(leader).flush(60s));
-  const std::string last = "fill/f" + std::to_string(fill - 1) + ".txt";
-  REQUIRE(wait_until([&] { return c.everywhere(last, "fill " + std::to_string(fill - 1)); }, 60s));
+  const auto [last, content] = fill_past_the_log(c, leader, "fill", "fill ");
 
   c.start(4);
-  const bool joined =
-      wait_until([&] { return c.held_by({4}, last, "fill " + std::to_string(fill - 1)); }, 60s);
+  const bool joined = wait_until([&] { return c.held_by({4}, last, content); }, 60s);
   if (!joined) c.dump_logs();
   REQUIRE(joined);
   const std::uint64_t snapshot_index = logged_index(c, 4, "receiving a folder snapshot at");
@@ -229,23 +246,12 @@ TEST_CASE("a folder snapshot of many small files sends each byte about once",
           "[node][membership][snapshot]") {
   // 64 KiB chunks: a window of 256 KiB holds a few hundred of these files.
   cluster c("small-file-snapshot", 64 * 1024, 1, 16);
-  c.prepare_joiner();
-  const int leader = c.leader();
-  REQUIRE_FALSE(c.node(leader).add_node(c.joiner_address()));
-  REQUIRE(wait_until([&] { return lists_peer(c.node(leader).status(), c.id_of(4)); }, 10s));
-  // More than the 1,000 entries kept below the log snapshot: the joiner needs a folder snapshot.
-  constexpr int files = 1100;
-  const std::string body(700, 'b');
-  for (int i = 0; i < files; ++i)
-    REQUIRE_FALSE(
-        c.node(leader).write_file("s/f" + std::to_string(i) + ".txt", body + std::to_string(i)));
-  REQUIRE_FALSE(c.node(leader).flush(60s));
-  const std::string last = "s/f" + std::to_string(files - 1) + ".txt";
-  REQUIRE(wait_until([&] { return c.everywhere(last, body + std::to_string(files - 1)); }, 60s));
+  const int leader = add_joiner(c);
+  // The joiner, still down, will need a folder snapshot of these.
+  const auto [last, content] = fill_past_the_log(c, leader, "s", std::string(700, 'b'));
 
   c.start(4);
-  const bool joined =
-      wait_until([&] { return c.held_by({4}, last, body + std::to_string(files - 1)); }, 60s);
+  const bool joined = wait_until([&] { return c.held_by({4}, last, content); }, 60s);
   if (!joined) c.dump_logs();
   REQUIRE(joined);
   // "folder snapshot at #N delivered to node 4 (T bytes, S data bytes sent)", from the leader

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -73,6 +74,29 @@ inline std::string random_bytes(std::size_t size, std::uint32_t seed) {
   std::string out(size, '\0');
   for (auto& c : out)
     c = static_cast<char>(rng());
+  return out;
+}
+
+// Little-endian u64, as the node's wire messages carry numbers.
+inline std::string le64(std::uint64_t v) {
+  std::string out;
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return out;
+}
+inline std::uint64_t load_le64(std::string_view bytes) {
+  std::uint64_t v = 0;
+  for (int i = 7; i >= 0; --i)
+    v = (v << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  return v;
+}
+// A message of the snapshot channel (1): u8 kind | u64 snapshot index | u64 offset | u64 total |
+// data. Kind 1 is a piece of data; the receiver answers 2 (ack), 3 (abort) or 5 (resend).
+inline std::string snapshot_piece(std::uint8_t kind, std::uint64_t index, std::uint64_t offset,
+                                  std::uint64_t total, std::string_view data = {}) {
+  std::string out(1, static_cast<char>(kind));
+  out += le64(index) + le64(offset) + le64(total);
+  out.append(data);
   return out;
 }
 

@@ -143,16 +143,8 @@ TEST_CASE("hostile content and snapshot messages from an authenticated peer are 
   auto header = [](std::uint8_t kind, std::uint64_t origin, std::uint64_t upload,
                    std::uint64_t index, const raftsync::folder::digest& sha) {
     std::string out(1, static_cast<char>(kind));
-    for (std::uint64_t v : {origin, upload, index})
-      for (int i = 0; i < 8; ++i)
-        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    out += le64(origin) + le64(upload) + le64(index);
     out.append(reinterpret_cast<const char*>(sha.data()), sha.size());
-    return out;
-  };
-  auto u64 = [](std::uint64_t v) {
-    std::string out;
-    for (int i = 0; i < 8; ++i)
-      out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
     return out;
   };
   const std::string bytes = "pushed bytes";
@@ -170,16 +162,16 @@ TEST_CASE("hostile content and snapshot messages from an authenticated peer are 
   const std::vector<std::string> hostile_paths = {"../../../../etc/passwd", "/etc/passwd",
                                                   std::string("known.txt\0x", 11), ""};
   for (const std::string& path : hostile_paths) {
-    send(2, header(3, 1, 0, 0, passwd_sha) + u64(passwd.size()) + path);
+    send(2, header(3, 1, 0, 0, passwd_sha) + le64(passwd.size()) + path);
   }
   send(2, header(3, 1, 0, 0, passwd_sha) + "abc");  // size field truncated
   // Snapshot channel garbage: short, unknown kind, a skip with no transfer.
   send(1, "x");
   send(1, std::string(25, '\x09'));
-  send(1, std::string(1, '\x04') + std::string(24, '\0') + u64(100));
+  send(1, std::string(1, '\x04') + std::string(24, '\0') + le64(100));
   // A legitimate fetch of a committed file is served (the refusals above are not blanket ones).
   const std::string known = "a committed file";
-  send(2, header(3, 1, 0, 0, raftsync::folder::sha256(known)) + u64(known.size()) + "known.txt");
+  send(2, header(3, 1, 0, 0, raftsync::folder::sha256(known)) + le64(known.size()) + "known.txt");
 
   const bool answered = wait_until(
       [&] {
@@ -262,13 +254,8 @@ TEST_CASE("a second snapshot sender that is not the leader is refused, not switc
     REQUIRE_FALSE((*t)->start());
     senders.push_back(std::move(*t));
   }
-  // Piece: u8 kind | u64 snapshot index | u64 offset | u64 total | bytes (little endian).
   auto piece = [](std::uint64_t index, std::uint64_t offset, std::uint64_t total) {
-    std::string out(1, '\x01');
-    for (std::uint64_t v : {index, offset, total})
-      for (int i = 0; i < 8; ++i)
-        out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-    return out;
+    return snapshot_piece(1, index, offset, total);
   };
   auto send = [&](std::size_t sender, std::string payload) {
     raftsync::transport::app_message m;
@@ -308,23 +295,17 @@ TEST_CASE("a snapshot receiver asks for a resend after a gap and acknowledges a 
   (*sender)->set_receive_handler([&](raftsync::transport::envelope e) {
     auto* m = std::get_if<raftsync::transport::app_message>(&e.body);
     if (m == nullptr || m->channel != 1 || m->payload.size() < 25) return;
-    std::uint64_t offset = 0;
-    for (int i = 7; i >= 0; --i)
-      offset = (offset << 8) | static_cast<unsigned char>(m->payload[9 + i]);
+    const std::uint64_t offset = load_le64(std::string_view(m->payload).substr(9));
     std::lock_guard lock(mutex);
     replies.emplace_back(static_cast<std::uint8_t>(m->payload[0]), offset);
   });
   REQUIRE_FALSE((*sender)->start());
   const std::uint64_t index = 1'000'000, total = 1000;
   auto send = [&](std::uint64_t offset, std::size_t size) {
-    std::string piece(1, '\x01');
-    for (std::uint64_t v : {index, offset, total})
-      for (int i = 0; i < 8; ++i)
-        piece.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-    piece.append(size, 'x');  // inside the header section: never validated before it is whole
     raftsync::transport::app_message m;
     m.channel = 1;
-    m.payload = std::move(piece);
+    // Bytes inside the header section: never validated before it is whole.
+    m.payload = snapshot_piece(1, index, offset, total, std::string(size, 'x'));
     (*sender)->send(raftsync::transport::envelope{1, 3, std::move(m)});
   };
   auto reply = [&](std::size_t n) {
@@ -367,13 +348,9 @@ TEST_CASE("a snapshot transfer the log has overtaken is dropped", "[node][snapsh
   REQUIRE_FALSE((*sender)->start());
   // A transfer just above what node 3 (position 1) applied, started and then left hanging.
   const std::uint64_t index = c.node(1).status().applied_index + 3;
-  std::string piece(1, '\x01');
-  for (std::uint64_t v : {index, std::uint64_t{0}, std::uint64_t{1000}})
-    for (int i = 0; i < 8; ++i)
-      piece.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
   raftsync::transport::app_message m;
   m.channel = 1;
-  m.payload = piece;
+  m.payload = snapshot_piece(1, index, 0, 1000);
   (*sender)->send(raftsync::transport::envelope{1, 3, std::move(m)});
   REQUIRE(wait_until([&] { return acks.load() >= 1; }, 10s));
   REQUIRE(c.logged("receiving a folder snapshot at #" + std::to_string(index)));

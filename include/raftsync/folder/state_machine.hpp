@@ -315,6 +315,9 @@ class state_machine {
   // area) is this node's committed version of `path`: kind, then identity (size, mtime, inode),
   // then content. False for an entry the manifest does not have (an untracked local entry).
   result<bool> holds_committed(std::string_view where, std::string_view path);
+  // A local conflict copy name for `path` ("name.conflict-<self>-<utc of mtime_ns>.ext", counted
+  // up) that neither the manifest nor the tree uses yet.
+  result<std::string> free_copy_name(std::string_view path, std::int64_t mtime_ns);
   // The replicated state (manifest without local fields, dedupe windows, uploads), identical on
   // every node at the same applied index.
   std::string encode_replicated_state() const;
