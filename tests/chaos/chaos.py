@@ -1184,13 +1184,16 @@ class Cluster:
     CATCH_UP_S = 60.0    # a node emptied this recently may still be replaying the log
 
     def maybe_unseen(self, earlier, op):
-        """Had `op`'s node possibly not applied `earlier` (an op of another node) when it issued
-        `op`? Yes when they are close in time, and when `op`'s node rejoined with an empty disk
-        shortly before: it replays the whole log and its folder shows old states meanwhile."""
-        if abs(earlier["t"] - op["t"]) <= self.CONCURRENT_S:
+        """Had `op`'s node possibly not applied `earlier` when it issued `op`? For an op of another
+        node: yes when they are close in time. For any op, its own node's included: yes when
+        `op`'s node was emptied after `earlier` and shortly before `op`. The replacement replays
+        the whole log (its predecessor's ops too), and its folder shows old states meanwhile."""
+        if earlier["node"] != op["node"] and abs(earlier["t"] - op["t"]) <= self.CONCURRENT_S:
             return True
         return earlier["t"] < op["t"] and any(
-            e <= op["t"] <= e + self.CATCH_UP_S for e in self.emptied_at.get(op["node"], []))
+            e <= op["t"] <= e + self.CATCH_UP_S and (earlier["node"] != op["node"] or
+                                                     earlier["t"] < e)
+            for e in self.emptied_at.get(op["node"], []))
 
     def edited_under_earlier_name(self, path, acked, final, renames, by_path):
         """Was `final` written by another node, around `acked`'s time, under a name the file had
@@ -1231,7 +1234,7 @@ class Cluster:
 
         source = self.rename_of_dst.get(acked["seq"])
         for r in renames:
-            if r["node"] == acked["node"] or not self.maybe_unseen(r, acked):
+            if not self.maybe_unseen(r, acked):
                 continue
             if r["src"] == path and r["src_seq"] < acked["seq"] and settled_at(r["dst"],
                                                                                 r["dst_seq"]):
