@@ -1243,11 +1243,6 @@ class Cluster:
                     settled_at(r["dst"], r["dst_seq"]):
                 return True
         if source is not None:
-            later = {o["state"] for o in by_path.get(source["src"], [])
-                     if o["node"] != acked["node"] and o["state"] and
-                     abs(o["t"] - acked["t"]) <= self.CONCURRENT_S}
-            if final(path) in later:
-                return True
             # The file's earlier names: this rename's source, and the sources of the renames
             # that led to it (a file renamed twice by one node while another node, down or cut
             # off, still had it under the first name).
@@ -1260,6 +1255,14 @@ class Cluster:
                     break
                 link = max(before, key=lambda r: r["dst_seq"])
                 names.append(link["src"])
+            # A write under any of those names by a node that had not seen the renames followed
+            # the file here (seed 5: node 3, restarted, edited f1718.txt while node 4 renamed it
+            # twice; the edit committed at the second target).
+            later = {o["state"] for name in names for o in by_path.get(name, [])
+                     if o["node"] != acked["node"] and o["state"] and
+                     abs(o["t"] - acked["t"]) <= self.CONCURRENT_S}
+            if final(path) in later:
+                return True
             # Another node that had not seen the renames deleted the file, or moved it away (a
             # rename made while it was down looks like a delete plus a new file to its startup
             # scan): the delete follows the renames (rename / delete: the delete wins). Nothing is
