@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from checker import Checker, content_of, tree_digest
+
 DEFAULT_FAULTS = "kill,partition,asym,loss"
 ALL_FAULTS = "kill,partition,asym,loss,diskfull,wipe,replace,clock"
 # libfaketime (Debian package faketime): the multi-threaded variant, preloaded into every node when
@@ -315,36 +317,8 @@ def _kill(proc):
 
 
 # ---------------------------------------------------------------------------------------------
-# Tree digest (paths relative, never following symlinks; state dir and temp files skipped)
+# Modification times of the final tree (the digests are checker.tree_digest)
 # ---------------------------------------------------------------------------------------------
-def tree_digest(root):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir == ".":
-            dirnames[:] = [d for d in dirnames if d != ".raftsync"]
-        # Internal directories (a snapshot's staging tree) are neither listed nor entered.
-        dirnames[:] = [d for d in dirnames if not d.startswith(".raftsync-tmp-")]
-        for name in dirnames + filenames:
-            if name.startswith(".raftsync-tmp-"):
-                continue
-            full = os.path.join(dirpath, name)
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            try:
-                st = os.lstat(full)
-                mode = st.st_mode & 0o7777
-                if os.path.islink(full):
-                    out[rel] = "%o link %s" % (mode, os.readlink(full))
-                elif os.path.isdir(full):
-                    out[rel] = "%o dir" % mode
-                else:
-                    with open(full, "rb") as f:
-                        out[rel] = "%o file %s" % (mode, hashlib.sha256(f.read()).hexdigest())
-            except OSError:
-                out[rel] = "vanished"
-    return out
-
-
 def file_mtimes(root, paths):
     """path -> st_mtime_ns of the regular files in `paths` (those that vanished are left out)."""
     out = {}
@@ -355,20 +329,6 @@ def file_mtimes(root, paths):
         except OSError:
             pass
     return out
-
-
-def content_of(entry):
-    """The sha256 of a digest entry if it is a regular file, else None."""
-    if entry and " file " in entry:
-        return entry.split(" file ", 1)[1]
-    return None
-
-
-def is_conflict_copy(path, original):
-    d, name = os.path.split(original)
-    stem, ext = os.path.splitext(name)
-    pd, pname = os.path.split(path)
-    return pd == d and pname.startswith(stem + ".conflict-") and pname.endswith(ext)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1098,190 +1058,6 @@ class Cluster:
                 lines.append("  %s: %s" % (p, vals))
         return lines
 
-    def check(self, tree):
-        by_path = {}
-        for o in self.ops:
-            by_path.setdefault(o["path"], []).append(o)
-        acked = sum(1 for o in self.ops if o["acked"])
-        lost = []
-        via_conflict = 0
-        delete_overridden = 0
-        moved = 0
-        deleted_later = 0
-        everywhere = {content_of(v) for v in tree.values()}
-        followed = 0
-        # renames: a rename is recorded as its source (state None, no "deleted") immediately
-        # followed by its destination, by the same node
-        renames = []
-        for a, b in zip(self.ops, self.ops[1:]):
-            if (a["state"] is None and "deleted" not in a and b["seq"] == a["seq"] + 1 and
-                    b["node"] == a["node"] and b["state"] is not None):
-                renames.append({"src": a["path"], "dst": b["path"], "src_seq": a["seq"],
-                                "dst_seq": b["seq"], "node": a["node"], "t": a["t"]})
-        self.rename_of_dst = {r["dst_seq"]: r for r in renames}
-        for path, ops in by_path.items():
-            last_acked = None
-            for o in ops:
-                if o["acked"]:
-                    last_acked = o
-            if last_acked is None:
-                continue
-            allowed = {o["state"] for o in ops if o["seq"] >= last_acked["seq"]}
-            final = content_of(tree.get(path))
-            if tree.get(path) is not None and final is None:
-                final = "non-file"
-            if final in allowed:
-                continue
-            if last_acked["state"] is None and final is not None and \
-                    self.edited_under_earlier_name(path, last_acked, final, renames, by_path):
-                # The same, with the modification made under one of the file's earlier names by a
-                # node that had not seen the rename: the edit followed the file here.
-                delete_overridden += 1
-                continue
-            if last_acked["state"] is None and final in {o["state"] for o in ops}:
-                # An acknowledged delete undone by a modification the harness cannot order
-                # against it (made on a node that was down or cut off, or not yet applied
-                # there): the product keeps modifications over concurrent deletes.
-                delete_overridden += 1
-                continue
-            copies = {content_of(v) for p, v in tree.items() if is_conflict_copy(p, path)}
-            if any(s in copies for s in allowed if s):
-                via_conflict += 1
-                continue
-            # Contents are unique per op (they carry the op number), so they identify a file.
-            if final is None or final in allowed:
-                if last_acked["state"] in everywhere:
-                    # moved to another path by a concurrent rename (made on a node that had not
-                    # yet seen this write): the content survives under the rename's target
-                    moved += 1
-                    continue
-                h = last_acked["state"]
-                if final is None and any(
-                        o is not last_acked and
-                        (o.get("deleted") == h or
-                         (o["seq"] > last_acked["seq"] and o["state"] == h and o["path"] != path))
-                        for o in self.ops):
-                    # The same file (its content is unique) deleted by a concurrent op under
-                    # another name (a node behind renamed a file already deleted, or deleted a
-                    # file under its old name), or moved on by a later rename whose target path
-                    # is checked on its own. The product lets a delete win over a concurrent
-                    # rename; docs/reliability.md.
-                    deleted_later += 1
-                    continue
-            if self.follows_concurrent_rename(path, last_acked, tree, renames, by_path):
-                followed += 1
-                continue
-            lost.append("  %s: acked op %d (node %d, %s) final %s" %
-                        (path, last_acked["seq"], last_acked["node"],
-                         (last_acked["state"] or "delete")[:12], (final or "absent")[:12]))
-        self.delete_overridden = delete_overridden
-        self.moved = moved
-        self.deleted_later = deleted_later
-        self.followed = followed
-        return acked, lost, via_conflict
-
-    CONCURRENT_S = 15.0  # ops this close on different nodes may not have seen each other
-    CATCH_UP_S = 60.0    # a node emptied this recently may still be replaying the log
-
-    def maybe_unseen(self, earlier, op):
-        """Had `op`'s node possibly not applied `earlier` when it issued `op`? For an op of another
-        node: yes when they are close in time. For any op, its own node's included: yes when
-        `op`'s node was emptied after `earlier` and shortly before `op`. The replacement replays
-        the whole log (its predecessor's ops too), and its folder shows old states meanwhile."""
-        if earlier["node"] != op["node"] and abs(earlier["t"] - op["t"]) <= self.CONCURRENT_S:
-            return True
-        return earlier["t"] < op["t"] and any(
-            e <= op["t"] <= e + self.CATCH_UP_S and (earlier["node"] != op["node"] or
-                                                     earlier["t"] < e)
-            for e in self.emptied_at.get(op["node"], []))
-
-    def edited_under_earlier_name(self, path, acked, final, renames, by_path):
-        """Was `final` written by another node, around `acked`'s time, under a name the file had
-        before renames (made before `acked`) brought it to `path`?"""
-        names, frontier = set(), {path}
-        for _ in range(10):
-            found = {r["src"] for r in renames
-                     if r["dst"] in frontier and r["dst_seq"] < acked["seq"]} - names - {path}
-            if not found:
-                break
-            names |= found
-            frontier = found
-        return any(o["node"] != acked["node"] and o["state"] == final and
-                   abs(o["t"] - acked["t"]) <= self.CONCURRENT_S
-                   for name in names for o in by_path.get(name, []))
-
-    def follows_concurrent_rename(self, path, acked, tree, renames, by_path):
-        """The product's concurrent-changes policy moves a change along with a concurrent rename of
-        the same file (docs/folder.md). Accepts the acknowledged op `acked` on `path` when:
-        - a rename of `path` to Q by another node, issued before `acked` but close enough in time
-          that `acked`'s node had not seen it, took `acked` along: Q's final content is `acked`'s
-          or that of a later op on Q;
-        - `acked` is a rename S -> path, and another node concurrently renamed S elsewhere (Q:
-          the same rule on Q) or wrote S around the same time without having seen the rename
-          (that write followed the file to `path`: the final content of `path` is such a
-          write), or deleted S without having seen the rename (rename / delete: the delete
-          wins, the file is gone under both names — `path` is absent)."""
-        def final(q):
-            entry = tree.get(q)
-            if entry is None:
-                return None
-            return content_of(entry) or "non-file"
-
-        def settled_at(q, from_seq):
-            allowed = {acked["state"]} | {o["state"] for o in by_path.get(q, [])
-                                          if o["seq"] >= from_seq}
-            return final(q) in allowed
-
-        source = self.rename_of_dst.get(acked["seq"])
-        for r in renames:
-            if not self.maybe_unseen(r, acked):
-                continue
-            if r["src"] == path and r["src_seq"] < acked["seq"] and settled_at(r["dst"],
-                                                                                r["dst_seq"]):
-                return True
-            if source is not None and r is not source and r["src"] == source["src"] and \
-                    settled_at(r["dst"], r["dst_seq"]):
-                return True
-        if source is not None:
-            # The file's earlier names: this rename's source, and the sources of the renames
-            # that led to it (a file renamed twice by one node while another node, down or cut
-            # off, still had it under the first name).
-            names = [source["src"]]
-            link = source
-            while True:
-                before = [r for r in renames if r["dst"] == link["src"] and
-                          r["dst_seq"] < link["src_seq"]]
-                if not before:
-                    break
-                link = max(before, key=lambda r: r["dst_seq"])
-                names.append(link["src"])
-            # A write under any of those names by a node that had not seen the renames followed
-            # the file here (seed 5: node 3, restarted, edited f1718.txt while node 4 renamed it
-            # twice; the edit committed at the second target).
-            later = {o["state"] for name in names for o in by_path.get(name, [])
-                     if o["node"] != acked["node"] and o["state"] and
-                     abs(o["t"] - acked["t"]) <= self.CONCURRENT_S}
-            if final(path) in later:
-                return True
-            # Another node that had not seen the renames deleted the file, or moved it away (a
-            # rename made while it was down looks like a delete plus a new file to its startup
-            # scan): the delete follows the renames (rename / delete: the delete wins). Nothing is
-            # lost when that node deleted it, or when its move took the same bytes to its new
-            # name (an acknowledged op of its own, checked on that path).
-            by_seq = {o["seq"]: o for o in self.ops}
-            for name in names:
-                for o in by_path.get(name, []):
-                    if o["node"] == acked["node"] or o["state"] is not None or \
-                            abs(o["t"] - acked["t"]) > self.CONCURRENT_S or final(path) is not None:
-                        continue
-                    if "deleted" in o:
-                        return True
-                    moved_to = by_seq.get(o["seq"] + 1)
-                    if moved_to is not None and moved_to["node"] == o["node"] and \
-                            moved_to["state"] == acked["state"]:
-                        return True
-        return False
-
     def run(self):
         args = self.args
         log("seed %d: %d nodes on %s, faults %s%s, base %s" %
@@ -1357,9 +1133,10 @@ class Cluster:
             else:
                 log("forge: no --peer-binary (tests/chaos/chaos_peer), forged peers SKIPPED")
         self.check_alive()
+        checker = Checker(self.ops, self.emptied_at)
         acked, lost, via_conflict = (sum(1 for o in self.ops if o["acked"]), [], 0)
         if tree is not None:
-            acked, lost, via_conflict = self.check(tree)
+            acked, lost, via_conflict = checker.check(tree)
             if lost:
                 self.failures.append("acknowledged ops lost:\n" + "\n".join(lost[:30]))
         rss = {i: n.max_rss_kib for i, n in self.nodes.items()}
@@ -1382,10 +1159,10 @@ class Cluster:
             "seed": self.seed, "netns": self.hosts.netns, "minutes": args.minutes,
             "faults": self.fault_counts, "ops_issued": len(self.ops), "ops_acked": acked,
             "ops_refused_by_os": self.refused, "ops_lost": len(lost), "acked_kept_in_conflict_copy": via_conflict,
-            "acked_delete_undone_by_concurrent_write": getattr(self, "delete_overridden", 0),
-            "acked_write_moved_by_concurrent_rename": getattr(self, "moved", 0),
-            "acked_write_removed_or_moved_by_concurrent_op_on_same_file": getattr(self, "deleted_later", 0),
-            "acked_op_followed_concurrent_rename": getattr(self, "followed", 0),
+            "acked_delete_undone_by_concurrent_write": checker.delete_overridden,
+            "acked_write_moved_by_concurrent_rename": checker.moved,
+            "acked_write_removed_or_moved_by_concurrent_op_on_same_file": checker.deleted_later,
+            "acked_op_followed_concurrent_rename": checker.followed,
             "divergent_files": divergent, "conflict_copies": conflicts,
             "mtime_divergent_files": len(mtime_divergent),
             "files_final": sum(1 for v in (tree or {}).values() if " file " in v),
@@ -1401,6 +1178,9 @@ class Cluster:
                 f.write(json.dumps(o) + "\n")
         with open(os.path.join(self.base, "faults.log"), "w") as f:
             f.write("\n".join(self.fault_log) + "\n")
+        # What else checker.py needs to replay the check on this run.
+        with open(os.path.join(self.base, "history.json"), "w") as f:
+            json.dump({"emptied_at": self.emptied_at}, f)
         return figures
 
 
