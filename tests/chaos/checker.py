@@ -179,8 +179,8 @@ class Checker:
             for e in self.emptied_at.get(op["node"], []))
 
     def edited_under_earlier_name(self, path, acked, final, renames, by_path):
-        """Was `final` written by another node, around `acked`'s time, under a name the file had
-        before renames (made before `acked`) brought it to `path`?"""
+        """Was `final` written, by a node whose op `acked`'s node may not have applied, under a
+        name the file had before renames (made before `acked`) brought it to `path`?"""
         names, frontier = set(), {path}
         for _ in range(10):
             found = {r["src"] for r in renames
@@ -189,8 +189,7 @@ class Checker:
                 break
             names |= found
             frontier = found
-        return any(o["node"] != acked["node"] and o["state"] == final and
-                   abs(o["t"] - acked["t"]) <= self.CONCURRENT_S
+        return any(o["state"] == final and self.maybe_unseen(o, acked)
                    for name in names for o in by_path.get(name, []))
 
     def follows_concurrent_rename(self, path, acked, tree, renames, by_path):

@@ -155,6 +155,28 @@ class RenameOutcomes(unittest.TestCase):
         h.rename(4, "b.txt", "c.txt", "v1", 5.3)
         self.assertEqual(len(h.check({"c.txt": "v2"})[0]), 1)
 
+    def test_a_delete_by_an_emptied_node_loses_to_its_predecessors_edit(self):
+        # Node 2 edited x.txt while node 4 renamed it to p.txt (the edit followed the file), then
+        # node 2 was emptied; its replacement, replaying the log, deleted p.txt as it showed then.
+        # The edit, committed long before, wins over that delete.
+        h = History()
+        h.write(3, "x.txt", "v1", 0.0)
+        h.rename(4, "x.txt", "p.txt", "v1", 7.9)
+        h.write(2, "x.txt", "v2", 8.0)
+        h.empty(2, 20.0)
+        h.delete(2, "p.txt", "v1", 21.0)
+        lost, checker = h.check({"p.txt": "v2"})
+        self.assertEqual(lost, [])
+        self.assertEqual(checker.delete_overridden, 1)
+
+    def test_a_delete_by_the_node_that_made_the_edit_stands(self):
+        h = History()
+        h.write(3, "x.txt", "v1", 0.0)
+        h.rename(4, "x.txt", "p.txt", "v1", 7.9)
+        h.write(2, "x.txt", "v2", 8.0)
+        h.delete(2, "p.txt", "v2", 21.0)  # not emptied: it had applied its own edit
+        self.assertEqual(len(h.check({"p.txt": "v2"})[0]), 1)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
