@@ -82,17 +82,14 @@ class Checker:
         self.followed = 0             # acknowledged ops that followed a concurrent rename
 
     def check(self, tree):
+        self.delete_overridden = self.moved = self.deleted_later = self.followed = 0
         by_path = {}
         for o in self.ops:
             by_path.setdefault(o["path"], []).append(o)
         acked = sum(1 for o in self.ops if o["acked"])
         lost = []
         via_conflict = 0
-        delete_overridden = 0
-        moved = 0
-        deleted_later = 0
         everywhere = {content_of(v) for v in tree.values()}
-        followed = 0
         # renames: a rename is recorded as its source (state None, no "deleted") immediately
         # followed by its destination, by the same node
         renames = []
@@ -119,13 +116,13 @@ class Checker:
                     self.edited_under_earlier_name(path, last_acked, final, renames, by_path):
                 # The same, with the modification made under one of the file's earlier names by a
                 # node that had not seen the rename: the edit followed the file here.
-                delete_overridden += 1
+                self.delete_overridden += 1
                 continue
             if last_acked["state"] is None and final in {o["state"] for o in ops}:
                 # An acknowledged delete undone by a modification the harness cannot order
                 # against it (made on a node that was down or cut off, or not yet applied
                 # there): the product keeps modifications over concurrent deletes.
-                delete_overridden += 1
+                self.delete_overridden += 1
                 continue
             copies = {content_of(v) for p, v in tree.items() if is_conflict_copy(p, path)}
             if any(s in copies for s in allowed if s):
@@ -136,7 +133,7 @@ class Checker:
                 if last_acked["state"] in everywhere:
                     # moved to another path by a concurrent rename (made on a node that had not
                     # yet seen this write): the content survives under the rename's target
-                    moved += 1
+                    self.moved += 1
                     continue
                 h = last_acked["state"]
                 if final is None and any(
@@ -149,18 +146,14 @@ class Checker:
                     # file under its old name), or moved on by a later rename whose target path
                     # is checked on its own. The product lets a delete win over a concurrent
                     # rename; docs/reliability.md.
-                    deleted_later += 1
+                    self.deleted_later += 1
                     continue
             if self.follows_concurrent_rename(path, last_acked, tree, renames, by_path):
-                followed += 1
+                self.followed += 1
                 continue
             lost.append("  %s: acked op %d (node %d, %s) final %s" %
                         (path, last_acked["seq"], last_acked["node"],
                          (last_acked["state"] or "delete")[:12], (final or "absent")[:12]))
-        self.delete_overridden = delete_overridden
-        self.moved = moved
-        self.deleted_later = deleted_later
-        self.followed = followed
         return acked, lost, via_conflict
 
     CONCURRENT_S = 15.0  # ops this close on different nodes may not have seen each other
