@@ -782,10 +782,11 @@ void state_machine::record_move(const std::string& from, move_record record) {
 }
 
 void state_machine::note_replaced(const std::string& path, const manifest_entry& entry,
-                                  bool removed) {
+                                  bool removed, bool removed_by_self) {
   constexpr std::size_t replaced_recently_max = 1024;
   if (entry.kind == file_kind::directory || entry.local_inode == 0) return;
-  if (replaced_recently_.insert_or_assign(path, replaced_entry{entry, removed}).second)
+  if (replaced_recently_.insert_or_assign(path, replaced_entry{entry, removed, removed_by_self})
+          .second)
     replaced_order_.push_back(path);
   while (replaced_order_.size() > replaced_recently_max) {
     replaced_recently_.erase(replaced_order_.front());
@@ -1519,7 +1520,7 @@ apply_result state_machine::do_remove(std::uint64_t, const command& c, apply_res
       r.preserved.push_back({c.path, c.path});
     }
   }
-  note_replaced(c.path, *cur, true);
+  note_replaced(c.path, *cur, true, r.own);
   erase_entry(c.path);
   r.removed.push_back(c.path);
   return r;
@@ -1735,8 +1736,11 @@ std::error_code state_machine::settle_orphaned_rename(const command& c, apply_re
     if (is_missing(st.error()) || st.error() == make_error_code(errc::invalid_path)) return {};
     return st.error();
   }
+  // Another node's delete of the version this node renamed wins. This node's own remove does not:
+  // it is how its scanner read the rename in progress (the old name gone, the rename event not
+  // handled yet), so the renamed file is kept (chaos bug 20).
   auto gone = replaced_recently_.find(c.path);
-  if (gone != replaced_recently_.end() && gone->second.removed &&
+  if (gone != replaced_recently_.end() && gone->second.removed && !gone->second.removed_by_self &&
       is_replaced_version(c.path, *st)) {
     const manifest_entry& e = gone->second.entry;
     bool same = e.version == c.base_version || (e.origin == c.origin && e.sequence < c.sequence);

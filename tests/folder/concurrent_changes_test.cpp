@@ -506,3 +506,31 @@ TEST_CASE("the renaming node's re-read of the old name never removes the renamed
     CHECK(k.files() == std::map<std::string, std::string>{{"d3/f12.txt", "acknowledged"}});
   }
 }
+
+// Chaos CI-sized run, seed 31 (docs/reliability.md, bug 20): node 4's user renamed f38.bin to
+// d1/f39.bin while a flush scanned the folder. The scan found the old name gone and proposed a
+// remove; the watcher's rename event then proposed the rename. The remove committed first, so the
+// rename's source was gone: the apply took the remove for another node's delete (the delete wins
+// over a concurrent rename) and unlinked the renamed file, on the node that had renamed it.
+TEST_CASE("a node's remove misread from its own rename in progress never deletes the renamed file",
+          "[folder][rename]") {
+  for (bool remove_first : {true, false}) {
+    INFO((remove_first ? "remove" : "rename") << " committed first");
+    cluster k;
+    k.commit({make_write(3, 1, "f38.bin", "acknowledged"), make_write(3, 2, "other.txt", "other")});
+    node& n = k.at(2);
+    REQUIRE_FALSE(make_dirs(*n.io, "d1", 0755));
+    REQUIRE_FALSE(n.io->rename("f38.bin", "d1/f39.bin"));
+    auto removal = n.changes("f38.bin");  // the scan, before the rename event is handled
+    REQUIRE(removal.size() == 1);
+    CHECK(removal[0].kind == command_kind::remove);
+    auto plan = n.reader->read_rename("f38.bin", "d1/f39.bin");  // the rename event
+    REQUIRE(plan.has_value());
+    auto rename = node::flatten(std::move(*plan));
+    REQUIRE(rename.size() == 1);
+    REQUIRE(rename[0].kind == command_kind::rename);
+    commit_in_order(k, removal, rename, remove_first);
+    CHECK(k.files() == std::map<std::string, std::string>{{"d1/f39.bin", "acknowledged"},
+                                                          {"other.txt", "other"}});
+  }
+}

@@ -364,7 +364,8 @@ class state_machine {
   void record_move(const std::string& from, move_record record);
   // Remembers (locally) the entry an apply removed or replaced at `path`, with this node's
   // identity.
-  void note_replaced(const std::string& path, const manifest_entry& entry, bool removed);
+  void note_replaced(const std::string& path, const manifest_entry& entry, bool removed,
+                     bool removed_by_self = false);
   // This node's own rename whose source is no longer committed (a concurrent delete or rename won):
   // settles the renamed working entry (see docs/folder.md).
   std::error_code settle_orphaned_rename(const command& c, apply_result& r);
@@ -446,6 +447,9 @@ class state_machine {
   struct replaced_entry {
     manifest_entry entry;
     bool removed = false;  // removed (true) or overwritten (false)
+    // Removed by this node's own command: its scanner read the path as gone, which a rename of
+    // the path this node's user made at the same time also looks like (never a competing delete).
+    bool removed_by_self = false;
   };
   std::map<std::string, replaced_entry, std::less<>> replaced_recently_;
   std::deque<std::string> replaced_order_;  // insertion order of replaced_recently_ (bounded)
