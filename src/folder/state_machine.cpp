@@ -891,6 +891,18 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
   return {};
 }
 
+result<bool> state_machine::removed_since_read(std::string_view path) {
+  auto st = tree_.lstat(path);
+  if (st || !is_missing(st.error())) return st ? result<bool>(false) : result<bool>(st.error());
+  // Its directory still there: the file alone went (a missing directory is recreated by the
+  // apply, as for any other node's write).
+  const std::string_view parent = parent_path(path);
+  if (parent.empty()) return true;
+  auto dir = tree_.lstat(parent);
+  if (!dir) return is_missing(dir.error()) ? result<bool>(false) : result<bool>(dir.error());
+  return dir->kind == file_kind::directory;
+}
+
 result<std::string> state_machine::free_copy_name(std::string_view path, std::int64_t mtime_ns) {
   for (unsigned n = 0;; ++n) {
     std::string copy = conflict_copy_name(path, config_.self, mtime_ns, n);
@@ -995,7 +1007,13 @@ apply_result state_machine::do_write(std::uint64_t index, const command& c, appl
   e.chunk_hashes = chunk_hashes_of(c.content, config_.chunk_bytes);
   bool already = false;
   bool keep_local = false;
-  for (int attempt = 0;; ++attempt) {
+  // This node's own write of a file its user deleted or renamed since the node read it (an
+  // editor's temporary file renamed over the document): writing it would bring the file back on
+  // every node (bug 21). The entry is committed here as everywhere, the disk is left alone, and
+  // the path is read again, which proposes the removal.
+  auto gone = r.own && !conflict ? removed_since_read(target) : result<bool>(false);
+  if (!gone) return failed(std::move(r), gone.error(), "lstat");
+  for (int attempt = 0; !*gone; ++attempt) {
     if (auto ec = clear_way(target, &h, r.own, r, &already, &keep_local))
       return failed(std::move(r), ec, "checking the working file");
     if (keep_local || already) break;
@@ -1009,7 +1027,9 @@ apply_result state_machine::do_write(std::uint64_t index, const command& c, appl
     if (ec != make_error_code(errc::conflict) || attempt == 3)
       return failed(std::move(r), ec, "writing \"" + target + "\"");
   }
-  if (keep_local) {
+  if (*gone) {
+    r.preserved.push_back({target, target});  // no local identity: read again
+  } else if (keep_local) {
     e.local_inode = 0;  // the working file is a newer local edit: never matches cheaply
   } else {
     if (already) {

@@ -364,6 +364,9 @@ class state_machine {
   void record_move(const std::string& from, move_record record);
   // Remembers (locally) the entry an apply removed or replaced at `path`, with this node's
   // identity.
+  // The working file at `path` is gone while its directory is still there (for this node's own
+  // command: its user deleted or renamed the file after the node read it).
+  result<bool> removed_since_read(std::string_view path);
   void note_replaced(const std::string& path, const manifest_entry& entry, bool removed,
                      bool removed_by_self = false);
   // This node's own rename whose source is no longer committed (a concurrent delete or rename won):
