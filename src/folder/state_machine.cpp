@@ -1906,6 +1906,17 @@ apply_result state_machine::do_symlink(std::uint64_t index, const command& c, ap
   e.sequence = c.sequence;
   e.size_bytes = c.target.size();
   e.symlink_target = c.target;
+  // This node's own link, deleted or renamed by its user since it was read (`ln -s` to a
+  // temporary name, then `mv -T` over the link): as for a write, not recreated (bug 21).
+  auto gone = r.own && !conflict ? removed_since_read(target) : result<bool>(false);
+  if (!gone) return failed(std::move(r), gone.error(), "lstat");
+  if (*gone) {
+    if (cur != nullptr && !conflict) note_replaced(target, *cur, false);
+    put_entry(target, std::move(e));
+    r.path = target;
+    r.preserved.push_back({target, target});  // no local identity: read again
+    return r;
+  }
   auto st = tree_.lstat(target);
   if (!st && !is_missing(st.error())) return failed(std::move(r), st.error(), "lstat");
   bool in_place = false;

@@ -566,3 +566,24 @@ TEST_CASE("a file its writer renamed or deleted before the write committed does 
           std::map<std::string, std::string>{{"doc.txt", renamed ? "version 2" : "version 1"}});
   }
 }
+
+TEST_CASE("a link its maker renamed over another before the link committed does not come back",
+          "[folder][rename]") {
+  cluster k;
+  node& n = k.at(2);
+  REQUIRE_FALSE(n.io->symlink("release-2", "current.tmp"));
+  auto link = n.changes("current.tmp");
+  REQUIRE(link.size() == 1);
+  REQUIRE(link[0].kind == command_kind::symlink);
+  REQUIRE_FALSE(n.io->rename("current.tmp", "current"));
+  auto plan = n.reader->read_rename("current.tmp", "current");
+  REQUIRE(plan.has_value());
+  k.log.append(link);
+  k.log.append(node::flatten(std::move(*plan)));
+  k.settle();
+  k.check_identical();
+  CHECK_FALSE(k.exists("current.tmp"));
+  auto target = k.nodes[0]->io->readlink("current");
+  REQUIRE(target.has_value());
+  CHECK(*target == "release-2");
+}
