@@ -1319,6 +1319,19 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
   e.sha256 = c.sha256;
   e.chunk_hashes = c.chunk_hashes;
 
+  // This node's own upload of a file its user deleted or renamed since it was read: as for a
+  // write, not recreated (bug 21).
+  auto gone = r.own && !conflict ? removed_since_read(target) : result<bool>(false);
+  if (!gone) return failed(std::move(r), gone.error(), "lstat");
+  if (*gone) {
+    if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping the staging file");
+    if (cur != nullptr) note_replaced(target, *cur, false);
+    put_entry(target, std::move(e));
+    r.path = target;
+    r.preserved.push_back({target, target});  // no local identity: read again
+    return r;
+  }
+
   auto staged = tree_.lstat(staging);
   if (!staged && !is_missing(staged.error())) return failed(std::move(r), staged.error(), "lstat");
   if (!staged) {

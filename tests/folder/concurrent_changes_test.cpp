@@ -541,29 +541,35 @@ TEST_CASE("a node's remove misread from its own rename in progress never deletes
 // the temporary file behind everywhere: 34 of 50 saves in a three-node run.
 TEST_CASE("a file its writer renamed or deleted before the write committed does not come back",
           "[folder][rename]") {
-  for (bool renamed : {true, false}) {
-    INFO((renamed ? "renamed over the document" : "deleted"));
-    cluster k;
-    k.commit({make_write(3, 1, "doc.txt", "version 1")});
-    node& n = k.at(2);
-    auto write = write_on_disk(n, ".doc.txt.tmp", "version 2");
-    std::vector<command> after;
-    if (renamed) {
-      REQUIRE_FALSE(n.io->rename(".doc.txt.tmp", "doc.txt"));
-      auto plan = n.reader->read_rename(".doc.txt.tmp", "doc.txt");
-      REQUIRE(plan.has_value());
-      after = node::flatten(std::move(*plan));  // the temporary name was never committed
-    } else {
-      REQUIRE_FALSE(n.io->unlink(".doc.txt.tmp"));
-      after = n.changes(".doc.txt.tmp");
-      CHECK(after.empty());  // nothing committed to remove yet
+  // A small file travels as one write; one above chunk_bytes (4 KiB here) as chunks and a commit.
+  for (std::size_t size : {std::size_t{9}, std::size_t{10000}}) {
+    for (bool renamed : {true, false}) {
+      INFO(size << " bytes, " << (renamed ? "renamed over the document" : "deleted"));
+      cluster k;
+      k.commit({make_write(3, 1, "doc.txt", "version 1")});
+      node& n = k.at(2);
+      const std::string version_2(size, 'v');
+      n.io->user_write(".doc.txt.tmp", version_2);
+      auto write = n.changes(".doc.txt.tmp");
+      REQUIRE_FALSE(write.empty());
+      std::vector<command> after;
+      if (renamed) {
+        REQUIRE_FALSE(n.io->rename(".doc.txt.tmp", "doc.txt"));
+        auto plan = n.reader->read_rename(".doc.txt.tmp", "doc.txt");
+        REQUIRE(plan.has_value());
+        after = node::flatten(std::move(*plan));  // the temporary name was never committed
+      } else {
+        REQUIRE_FALSE(n.io->unlink(".doc.txt.tmp"));
+        after = n.changes(".doc.txt.tmp");
+        CHECK(after.empty());  // nothing committed to remove yet
+      }
+      k.log.append(write);
+      k.log.append(after);
+      k.settle();
+      k.check_identical();
+      CHECK(k.files() ==
+            std::map<std::string, std::string>{{"doc.txt", renamed ? version_2 : "version 1"}});
     }
-    k.log.append(write);
-    k.log.append(after);
-    k.settle();
-    k.check_identical();
-    CHECK(k.files() ==
-          std::map<std::string, std::string>{{"doc.txt", renamed ? "version 2" : "version 1"}});
   }
 }
 
