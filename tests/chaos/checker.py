@@ -118,10 +118,14 @@ class Checker:
                 # node that had not seen the rename: the edit followed the file here.
                 self.delete_overridden += 1
                 continue
-            if last_acked["state"] is None and final in {o["state"] for o in ops}:
+            if last_acked["state"] is None and any(
+                    o["state"] == final and
+                    (self.maybe_unseen(o, last_acked) or self.maybe_unseen(last_acked, o))
+                    for o in ops):
                 # An acknowledged delete undone by a modification the harness cannot order
                 # against it (made on a node that was down or cut off, or not yet applied
-                # there): the product keeps modifications over concurrent deletes.
+                # there): the product keeps modifications over concurrent deletes. A write the
+                # deleting node had seen must not come back (bug 21).
                 self.delete_overridden += 1
                 continue
             copies = {content_of(v) for p, v in tree.items() if is_conflict_copy(p, path)}

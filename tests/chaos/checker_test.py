@@ -86,6 +86,18 @@ class PlainOutcomes(unittest.TestCase):
         self.assertEqual(lost, [])
         self.assertEqual(len(h.check({"d/f.txt": "v1", "e/f.conflict-3-x.txt": "v2"})[0]), 1)
 
+    def test_a_write_the_deleting_node_had_seen_must_not_come_back(self):
+        # Bug 21: a node wrote a file and deleted it a millisecond later, before the write had
+        # committed; the write's apply recreated it on every node.
+        h = History()
+        h.write(1, "f.txt", "v1", 0.0)
+        h.delete(1, "f.txt", "v1", 0.001)
+        self.assertEqual(len(h.check({"f.txt": "v1"})[0]), 1)
+        h = History()
+        h.write(2, "f.txt", "v1", 0.0)
+        h.delete(3, "f.txt", "v1", 30.0)  # another node, long after: it had seen the write
+        self.assertEqual(len(h.check({"f.txt": "v1"})[0]), 1)
+
     def test_a_delete_undone_by_a_concurrent_write(self):
         h = History()
         h.write(2, "f.txt", "v1", 0.0)
