@@ -51,6 +51,35 @@ TEST_CASE("API writes, renames and removes replicate; flush on the leader waits 
   CHECK(st.halted_reasons.empty());
 }
 
+// Bug 21, end to end: an editor saves by writing a temporary file and renaming it over the
+// document. When the temporary file's write was proposed before the rename, its apply recreated it
+// on every node. Each save here renames the moment the node has proposed the write (what the
+// folder test "a file its writer renamed or deleted before the write committed does not come
+// back" pins down deterministically); the apply must leave the name gone and the node then
+// proposes its removal.
+TEST_CASE("an editor's save leaves no temporary file on any node", "[node][rename]") {
+  cluster c("save");
+  const int follower = c.leader() % 3 + 1;
+  const fs::path root = c.folder(follower);
+  constexpr int saves = 30;
+  for (int i = 0; i < saves; ++i) {
+    const std::string doc = "doc" + std::to_string(i) + ".txt";
+    write_file(root / ("." + doc + ".tmp"), "saved version of " + doc);
+    wait_until([&] { return c.node(follower).status().pending_proposals > 0; }, 1s);
+    fs::rename(root / ("." + doc + ".tmp"), root / doc);
+  }
+  REQUIRE_FALSE(c.node(follower).flush(10s, false));
+  const auto settled = [&] {
+    for (int i = 0; i < saves; ++i) {
+      const std::string doc = "doc" + std::to_string(i) + ".txt";
+      if (!c.everywhere(doc, "saved version of " + doc) || !c.nowhere("." + doc + ".tmp"))
+        return false;
+    }
+    return true;
+  };
+  CHECK(wait_until(settled, 10s));
+}
+
 // Regression (chaos bug 1): every flush rescans the folder and re-read a large file whose upload
 // was in flight, which restarted the upload — under steady flushes it never finished.
 // A name may hold a newline on Linux; the node's log quotes paths, so a raw newline would start a
