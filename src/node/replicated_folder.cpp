@@ -349,6 +349,13 @@ class replicated_folder::impl {
   void drop_stale_incoming_snapshot();
   bool detection_scheduled_ = false;
   std::set<std::string> rescan_roots_;  // subtrees to rescan (watcher overflow)
+  // The startup scan waits for the replay of the entries committed before the restart (up to
+  // this index): a file applied just before a crash, after the manifest was last persisted, would
+  // otherwise look like a local edit and be proposed again (bug 22). Until it ran, flushes wait
+  // and scans are left to it.
+  std::uint64_t startup_scan_after_ = 0;
+  bool startup_scanned_ = false;
+  void startup_scan_when_replayed();
   std::vector<std::pair<std::string, std::string>> renames_;  // watcher renames, from → to
   std::deque<raft::entry> apply_queue_;  // committed, not yet applied (apply failed: retry)
   std::string apply_error_;              // non-empty while applies fail
@@ -557,10 +564,12 @@ std::error_code replicated_folder::impl::open_state() {
       });
   if (watch_error) return watch_error;
 
-  // 6. Startup scan: everything that changed while the node was down.
-  detect_and_propose({""}, true);
+  // 6. Startup scan: everything that changed while the node was down, once the committed entries
+  // above the persisted manifest are replayed (the first ready delivers them from the local log).
+  startup_scan_after_ = initial->hard.commit;
   schedule_tick();
   process_ready();
+  startup_scan_when_replayed();
   return {};
 }
 
@@ -747,7 +756,19 @@ void replicated_folder::impl::process_ready() {
     node_->advance(rd);
   }
   in_ready_loop_ = false;
+  if (!startup_scanned_) startup_scan_when_replayed();
   check_flush_waiters();
+}
+
+void replicated_folder::impl::startup_scan_when_replayed() {
+  if (startup_scanned_ || stopped_ || machine_->applied_index() < startup_scan_after_) return;
+  startup_scanned_ = true;
+  rescan_roots_.clear();  // this scan covers them
+  detect_and_propose({""}, true);
+  // Flushes called during the replay wait for what this scan proposed: it stands for their own.
+  for (auto& waiter : flush_waiters_)
+    waiter->sequence_max = std::max(waiter->sequence_max, last_sequence_);
+  process_ready();
 }
 
 }  // namespace raftsync
@@ -1126,7 +1147,7 @@ void replicated_folder::impl::schedule_detection() {
         paths.push_back(to);
       }
     }
-    if (!roots.empty()) detect_and_propose(roots, true);
+    if (!roots.empty() && startup_scanned_) detect_and_propose(roots, true);
     if (!paths.empty()) detect_and_propose(paths, false);
     process_ready();  // also checks flush waiters (redetect_ may be all they waited for)
   });
@@ -1148,7 +1169,8 @@ std::error_code replicated_folder::impl::flush(std::chrono::milliseconds timeout
     }
     // Changes the watcher has not reported yet are found by a scan of the whole folder (stat
     // only; hashes only for what changed), so "made before the call" holds for every backend.
-    detect_and_propose({""}, true);
+    // (During the replay after a restart the startup scan, still to come, does it.)
+    if (startup_scanned_) detect_and_propose({""}, true);
     process_ready();
     waiter->sequence_max = last_sequence_;
     waiter->all_applied = all_applied;
@@ -1171,8 +1193,8 @@ void replicated_folder::impl::check_flush_waiters() {
     // An upload abandoned for a re-read leaves no upload behind for a moment: its path, to be
     // read again, is in redetect_ (chaos soak D'': a flush acknowledged a large write that was
     // never proposed).
-    bool done =
-        oldest_pending > w.sequence_max && !upload_ && upload_queue_.empty() && redetect_.empty();
+    bool done = startup_scanned_ && oldest_pending > w.sequence_max && !upload_ &&
+                upload_queue_.empty() && redetect_.empty();
     if (done && w.all_applied) {
       if (w.index == 0) w.index = machine_->applied_index();
       // Only the leader hears every member's applied index (report_applied); a follower waits
