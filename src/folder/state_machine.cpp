@@ -715,11 +715,21 @@ std::string state_machine::unique_conflict_name(std::string_view path, node_id n
   }
 }
 
+// `e` was made by an earlier command of the run of its origin that proposed `c` (the same boot
+// epoch): `c` was proposed knowing it, whatever base it names (the node read the path again before
+// its previous command applied). Across runs that does not hold: a replaced node's successor (the
+// same id, a fresh state) or a restarted node may propose before it has applied its earlier
+// commands, so its base decides, as for any other origin (chaos bug 23: a replacement's stale
+// remove deleted its predecessor's newer, acknowledged write).
+bool state_machine::same_run(const manifest_entry& e, const command& c) {
+  return e.origin == c.origin && (e.sequence >> 32) == (c.sequence >> 32);
+}
+
 bool state_machine::is_conflict(const command& c, const manifest_entry* current,
                                 bool same_result) const {
   if (current == nullptr || same_result) return false;
   if (current->kind == file_kind::directory) return true;
-  return c.base_version != current->version && current->origin != c.origin;
+  return c.base_version != current->version && !same_run(*current, c);
 }
 
 std::optional<state_machine::followed_path> state_machine::follow_moves(const command& c) const {
@@ -1534,9 +1544,11 @@ apply_result state_machine::do_remove(std::uint64_t, const command& c, apply_res
   if (cur->origin == c.origin && cur->sequence > c.sequence)
     return make_status(std::move(r), apply_status::superseded, {},
                        "a later command of the same origin changed the path");
-  if (c.base_version != cur->version && cur->origin != c.origin)
-    return ignored(std::move(r), "changed since version " + std::to_string(c.base_version) +
-                                     " by another node; the newer content wins over the delete");
+  if (c.base_version != cur->version && !same_run(*cur, c))
+    return ignored(
+        std::move(r),
+        "changed since version " + std::to_string(c.base_version) +
+            " by a change its proposer had not seen; the newer content wins over the delete");
   file_stat seen;
   auto matches = working_matches(c.path, cur, &seen);
   if (!matches) return failed(std::move(r), matches.error(), "checking the working file");
@@ -1586,7 +1598,7 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
                 ((src->kind == file_kind::regular && dst->sha256 == src->sha256) ||
                  (src->kind == file_kind::symlink && dst->symlink_target == src->symlink_target));
     bool allowed = dst->kind != file_kind::directory &&
-                   (c.target_base_version == dst->version || dst->origin == c.origin || same);
+                   (c.target_base_version == dst->version || same_run(*dst, c) || same);
     if (!allowed) {
       conflict = true;
       to = unique_conflict_name(c.target, c.origin, c.timestamp_ns);

@@ -593,3 +593,28 @@ TEST_CASE("a link its maker renamed over another before the link committed does 
   REQUIRE(target.has_value());
   CHECK(*target == "release-2");
 }
+
+// Chaos CI-sized run, seed 44 (docs/reliability.md, bug 23): node 2 wrote f324.md twice and was
+// then replaced. Its successor (the same id, a fresh state, a later boot epoch) was still
+// replaying the log when its scan proposed a remove of the file, based on the version its replay
+// had reached. "A later command of the same origin" let that remove through, and it deleted the
+// predecessor's newer write, which had been acknowledged. Only commands of one run of a node may
+// skip the base check.
+TEST_CASE("a replaced node's remove based on an old version loses to its predecessor's newer write",
+          "[folder][conflict]") {
+  cluster k;
+  k.commit({make_write(3, 1, "f.md", "v1")});
+  node& predecessor = k.at(2);
+  k.commit(write_on_disk(predecessor, "f.md", "v2"));
+  k.commit(write_on_disk(predecessor, "f.md", "v3 (acknowledged)"));
+  // The replacement has replayed the first entry only when its user deletes the file it shows.
+  k.nodes[1] = std::make_unique<node>(2, 4096, 1000);
+  node& successor = k.at(2);
+  REQUIRE(successor.sm->apply(1, k.log.entries[0]).status == apply_status::applied);
+  auto removal = delete_on_disk(successor, "f.md");
+  REQUIRE(removal[0].base_version == 1);
+  k.log.append(removal);
+  k.settle();
+  k.check_identical();
+  CHECK(k.files() == std::map<std::string, std::string>{{"f.md", "v3 (acknowledged)"}});
+}

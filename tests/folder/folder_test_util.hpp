@@ -22,10 +22,18 @@ inline state_machine_config small_config(node_id self, std::uint64_t chunk_bytes
   return c;
 }
 
+inline state_machine_config with_epoch_floor(state_machine_config c, std::uint64_t floor) {
+  c.boot_epoch_floor = floor;
+  return c;
+}
+
 struct node {
-  explicit node(node_id id, std::uint64_t chunk_bytes = 4096)
+  // boot_epoch_floor: a replacement of a node (same id, fresh state) starts a later epoch than its
+  // predecessor's, as the facade's clock-based floor makes it.
+  explicit node(node_id id, std::uint64_t chunk_bytes = 4096, std::uint64_t boot_epoch_floor = 0)
       : io(std::make_unique<memory_folder_io>()),
-        sm(std::make_unique<state_machine>(small_config(id, chunk_bytes), *io, *io)),
+        sm(std::make_unique<state_machine>(
+            with_epoch_floor(small_config(id, chunk_bytes), boot_epoch_floor), *io, *io)),
         reader(std::make_unique<change_reader>(*sm, [this] { return utc_ns; })) {
     REQUIRE_FALSE(sm->open());
   }

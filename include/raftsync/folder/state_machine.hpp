@@ -364,6 +364,7 @@ class state_machine {
   void record_move(const std::string& from, move_record record);
   // Remembers (locally) the entry an apply removed or replaced at `path`, with this node's
   // identity.
+  static bool same_run(const manifest_entry& e, const command& c);
   // The working file at `path` is gone while its directory is still there (for this node's own
   // command: its user deleted or renamed the file after the node read it).
   result<bool> removed_since_read(std::string_view path);
