@@ -350,6 +350,8 @@ std::error_code state_machine::install_replicated_state(
   }
   replaced_recently_.clear();
   replaced_order_.clear();
+  unlinked_by_apply_.clear();
+  unlinked_order_.clear();
   for (auto& [path, entry] : manifest_.entries()) {
     auto st = tree_.lstat(path);
     manifest_entry* e = manifest_.find(path);
@@ -901,7 +903,19 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
   return {};
 }
 
+void state_machine::note_unlinked(const std::string& path) {
+  constexpr std::size_t unlinked_max = 1024;
+  if (unlinked_by_apply_.insert(path).second) unlinked_order_.push_back(path);
+  while (unlinked_order_.size() > unlinked_max) {
+    unlinked_by_apply_.erase(unlinked_order_.front());
+    unlinked_order_.pop_front();
+  }
+}
+
 result<bool> state_machine::removed_since_read(std::string_view path) {
+  // Removed by an apply (a delete or a rename committed before this node's own command, which
+  // may have followed a move to this very path), or absent by necessity: not the user's doing.
+  if (unlinked_by_apply_.count(path) != 0 || missing_.count(std::string(path)) != 0) return false;
   auto st = tree_.lstat(path);
   if (st || !is_missing(st.error())) return st ? result<bool>(false) : result<bool>(st.error());
   // Its directory still there: the file alone went (a missing directory is recreated by the
@@ -1556,6 +1570,7 @@ apply_result state_machine::do_remove(std::uint64_t, const command& c, apply_res
     if (*matches) {
       if (auto ec = tree_.unlink(c.path); ec && !is_missing(ec))
         return failed(std::move(r), ec, "unlink");
+      note_unlinked(c.path);
       if (auto ec = sync_directory(parent_path(c.path)))
         return failed(std::move(r), ec, "fsync dir");
     } else if (!r.own) {
@@ -1653,6 +1668,7 @@ apply_result state_machine::do_rename(std::uint64_t index, const command& c, app
       if (ec) return failed(std::move(r), ec, "rmdir destination");
     }
     if (auto ec = tree_.rename(c.path, to)) return failed(std::move(r), ec, "rename");
+    note_unlinked(c.path);
     if (auto ec = sync_directory(parent_path(c.path))) return failed(std::move(r), ec, "fsync dir");
     if (parent_path(to) != parent_path(c.path))
       if (auto ec = sync_directory(parent_path(to))) return failed(std::move(r), ec, "fsync dir");
@@ -1802,6 +1818,7 @@ std::error_code state_machine::settle_orphaned_rename(const command& c, apply_re
       // Another node deleted exactly what this node renamed: the delete wins, as it does when
       // the rename commits first (the delete follows the move).
       if (auto ec = tree_.unlink(c.target); ec && !is_missing(ec)) return ec;
+      note_unlinked(c.target);
       if (auto ec = sync_directory(parent_path(c.target))) return ec;
       r.removed.push_back(c.target);
       return {};

@@ -618,3 +618,31 @@ TEST_CASE("a replaced node's remove based on an old version loses to its predece
   k.check_identical();
   CHECK(k.files() == std::map<std::string, std::string>{{"f.md", "v3 (acknowledged)"}});
 }
+
+// Found while explaining chaos seed 45: a node whose scan reads a rename as a removal of the old
+// name plus a new file (a rename made while it was down), concurrent with the same rename by
+// another node. The removal follows the other node's rename to the new name and unlinks the file
+// there, on the scanning node too; its own write of the new name must then put the file back (it
+// was an apply, not the user, that removed it), or the content is gone everywhere.
+TEST_CASE(
+    "the same rename made on two nodes, one of them reading it as a delete and a new file, "
+    "keeps the file",
+    "[folder][rename]") {
+  cluster k;
+  k.commit({make_write(3, 1, "old.txt", "acknowledged")});
+  auto rename = rename_on_disk(k.at(1), "old.txt", "new.txt");
+  node& n = k.at(2);
+  REQUIRE_FALSE(n.io->rename("old.txt", "new.txt"));
+  auto removal = n.changes("old.txt");
+  REQUIRE(removal.size() == 1);
+  REQUIRE(removal[0].kind == command_kind::remove);
+  auto creation = n.changes("new.txt");
+  REQUIRE(creation.size() == 1);
+  REQUIRE(creation[0].kind == command_kind::write);
+  k.log.append(rename);
+  k.log.append(removal);
+  k.log.append(creation);
+  k.settle();
+  k.check_identical();
+  CHECK(k.files() == std::map<std::string, std::string>{{"new.txt", "acknowledged"}});
+}

@@ -365,9 +365,11 @@ class state_machine {
   // Remembers (locally) the entry an apply removed or replaced at `path`, with this node's
   // identity.
   static bool same_run(const manifest_entry& e, const command& c);
-  // The working file at `path` is gone while its directory is still there (for this node's own
-  // command: its user deleted or renamed the file after the node read it).
+  // The working file at `path` is gone while its directory is still there, and no apply removed it
+  // (for this node's own command: its user deleted or renamed the file after the node read it).
   result<bool> removed_since_read(std::string_view path);
+  // An apply removed `path` from the working tree (remembered locally, bounded).
+  void note_unlinked(const std::string& path);
   void note_replaced(const std::string& path, const manifest_entry& entry, bool removed,
                      bool removed_by_self = false);
   // This node's own rename whose source is no longer committed (a concurrent delete or rename won):
@@ -456,6 +458,10 @@ class state_machine {
     bool removed_by_self = false;
   };
   std::map<std::string, replaced_entry, std::less<>> replaced_recently_;
+  // Local, not persisted: paths applies removed from the working tree recently (1024). This
+  // node's own command for such a path finds it gone because of an apply, not of its user.
+  std::set<std::string, std::less<>> unlinked_by_apply_;
+  std::deque<std::string> unlinked_order_;
   std::deque<std::string> replaced_order_;  // insertion order of replaced_recently_ (bounded)
   // defer_directory_sync: fsync at persist(); apply_batch: fsync at its end (or at persist()).
   std::set<std::string, std::less<>> dirs_to_sync_;
