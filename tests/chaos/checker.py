@@ -176,8 +176,9 @@ class Checker:
             for e in self.emptied_at.get(op["node"], []))
 
     def edited_under_earlier_name(self, path, acked, final, renames, by_path):
-        """Was `final` written, by a node whose op `acked`'s node may not have applied, under a
-        name the file had before renames (made before `acked`) brought it to `path`?"""
+        """Was `final` written under a name the file had before renames (made before `acked`)
+        brought it to `path`, by an op concurrent with `acked` (one of the two nodes may not have
+        applied the other's op)?"""
         names, frontier = set(), {path}
         for _ in range(10):
             found = {r["src"] for r in renames
@@ -186,7 +187,8 @@ class Checker:
                 break
             names |= found
             frontier = found
-        return any(o["state"] == final and self.maybe_unseen(o, acked)
+        return any(o["state"] == final and
+                   (self.maybe_unseen(o, acked) or self.maybe_unseen(acked, o))
                    for name in names for o in by_path.get(name, []))
 
     def follows_concurrent_rename(self, path, acked, tree, renames, by_path):
@@ -238,7 +240,8 @@ class Checker:
             # the file here (seed 5: node 3, restarted, edited f1718.txt while node 4 renamed it
             # twice; the edit committed at the second target).
             later = {o["state"] for name in names for o in by_path.get(name, [])
-                     if o["state"] and self.maybe_unseen(acked, o)}
+                     if o["state"] and (self.maybe_unseen(acked, o) or
+                                        self.maybe_unseen(o, acked))}
             if final(path) in later:
                 return True
             # Another node that had not seen the renames deleted the file, or moved it away (a

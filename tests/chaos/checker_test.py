@@ -181,6 +181,20 @@ class RenameOutcomes(unittest.TestCase):
         self.assertEqual(lost, [])
         self.assertEqual(checker.delete_overridden, 1)
 
+    def test_an_emptied_nodes_edit_under_an_earlier_name_undoes_its_predecessors_delete(self):
+        # CI at e1bc0b3's checker, seed 4: node 3 deleted p.txt and was replaced; its successor,
+        # replaying, edited the file under its earlier name x.txt, and the edit followed the
+        # rename to p.txt after the delete.
+        h = History()
+        h.write(3, "x.txt", "v1", 0.0)
+        h.rename(4, "x.txt", "p.txt", "v1", 1.0)
+        h.delete(3, "p.txt", "v1", 2.0)
+        h.empty(3, 8.0)
+        h.write(3, "x.txt", "v2", 9.0)
+        lost, checker = h.check({"p.txt": "v2"})
+        self.assertEqual(lost, [])
+        self.assertEqual(checker.delete_overridden, 1)
+
     def test_a_delete_by_the_node_that_made_the_edit_stands(self):
         h = History()
         h.write(3, "x.txt", "v1", 0.0)
