@@ -903,6 +903,16 @@ std::error_code state_machine::clear_way(std::string_view path, const digest* wa
   return {};
 }
 
+apply_result state_machine::record_removed_since_read(const std::string& target,
+                                                      const manifest_entry* cur, manifest_entry e,
+                                                      apply_result r) {
+  if (cur != nullptr) note_replaced(target, *cur, false);
+  put_entry(target, std::move(e));
+  r.path = target;
+  r.preserved.push_back({target, target});  // no local identity: read again
+  return r;
+}
+
 void state_machine::note_unlinked(const std::string& path) {
   constexpr std::size_t unlinked_max = 1024;
   if (unlinked_by_apply_.insert(path).second) unlinked_order_.push_back(path);
@@ -915,7 +925,7 @@ void state_machine::note_unlinked(const std::string& path) {
 result<bool> state_machine::removed_since_read(std::string_view path) {
   // Removed by an apply (a delete or a rename committed before this node's own command, which
   // may have followed a move to this very path), or absent by necessity: not the user's doing.
-  if (unlinked_by_apply_.count(path) != 0 || missing_.count(std::string(path)) != 0) return false;
+  if (unlinked_by_apply_.count(path) != 0 || missing_.count(path) != 0) return false;
   auto st = tree_.lstat(path);
   if (st || !is_missing(st.error())) return st ? result<bool>(false) : result<bool>(st.error());
   // Its directory still there: the file alone went (a missing directory is recreated by the
@@ -1349,11 +1359,7 @@ apply_result state_machine::do_commit(std::uint64_t index, const command& c, app
   if (!gone) return failed(std::move(r), gone.error(), "lstat");
   if (*gone) {
     if (auto ec = drop_upload()) return failed(std::move(r), ec, "dropping the staging file");
-    if (cur != nullptr) note_replaced(target, *cur, false);
-    put_entry(target, std::move(e));
-    r.path = target;
-    r.preserved.push_back({target, target});  // no local identity: read again
-    return r;
+    return record_removed_since_read(target, cur, std::move(e), std::move(r));
   }
 
   auto staged = tree_.lstat(staging);
@@ -1952,13 +1958,7 @@ apply_result state_machine::do_symlink(std::uint64_t index, const command& c, ap
   // temporary name, then `mv -T` over the link): as for a write, not recreated (bug 21).
   auto gone = r.own && !conflict ? removed_since_read(target) : result<bool>(false);
   if (!gone) return failed(std::move(r), gone.error(), "lstat");
-  if (*gone) {
-    if (cur != nullptr && !conflict) note_replaced(target, *cur, false);
-    put_entry(target, std::move(e));
-    r.path = target;
-    r.preserved.push_back({target, target});  // no local identity: read again
-    return r;
-  }
+  if (*gone) return record_removed_since_read(target, cur, std::move(e), std::move(r));
   auto st = tree_.lstat(target);
   if (!st && !is_missing(st.error())) return failed(std::move(r), st.error(), "lstat");
   bool in_place = false;

@@ -566,10 +566,10 @@ std::error_code replicated_folder::impl::open_state() {
 
   // 6. Startup scan: everything that changed while the node was down, once the committed entries
   // above the persisted manifest are replayed (the first ready delivers them from the local log).
+  // (process_ready runs it when the replay is done.)
   startup_scan_after_ = initial->hard.commit;
   schedule_tick();
   process_ready();
-  startup_scan_when_replayed();
   return {};
 }
 

@@ -50,7 +50,21 @@ class History:
         return lost, checker
 
 
-class PlainOutcomes(unittest.TestCase):
+class CheckerTest(unittest.TestCase):
+    def assert_delete_undone(self, h, files):
+        lost, checker = h.check(files)
+        self.assertEqual(lost, [])
+        self.assertEqual(checker.delete_overridden, 1)
+
+
+def edited_while_renamed(h, editor, t_edit):
+    """x.txt written by node 3, renamed to p.txt by node 4 at 7.9, edited as x.txt by `editor`."""
+    h.write(3, "x.txt", "v1", 0.0)
+    h.rename(4, "x.txt", "p.txt", "v1", 7.9)
+    h.write(editor, "x.txt", "v2", t_edit)
+
+
+class PlainOutcomes(CheckerTest):
     def test_a_write_missing_from_the_final_tree_is_lost(self):
         h = History()
         h.write(2, "f.txt", "v1", 0.0)
@@ -103,12 +117,10 @@ class PlainOutcomes(unittest.TestCase):
         h.write(2, "f.txt", "v1", 0.0)
         h.write(3, "f.txt", "v2", 1.0)
         h.delete(2, "f.txt", "v1", 1.5)
-        lost, checker = h.check({"f.txt": "v2"})
-        self.assertEqual(lost, [])
-        self.assertEqual(checker.delete_overridden, 1)
+        self.assert_delete_undone(h, {"f.txt": "v2"})
 
 
-class RenameOutcomes(unittest.TestCase):
+class RenameOutcomes(CheckerTest):
     def test_a_write_follows_a_concurrent_rename_by_another_node(self):
         h = History()
         h.write(2, "a.txt", "v1", 0.0)
@@ -172,14 +184,10 @@ class RenameOutcomes(unittest.TestCase):
         # node 2 was emptied; its replacement, replaying the log, deleted p.txt as it showed then.
         # The edit, committed long before, wins over that delete.
         h = History()
-        h.write(3, "x.txt", "v1", 0.0)
-        h.rename(4, "x.txt", "p.txt", "v1", 7.9)
-        h.write(2, "x.txt", "v2", 8.0)
+        edited_while_renamed(h, 2, 8.0)
         h.empty(2, 20.0)
         h.delete(2, "p.txt", "v1", 21.0)
-        lost, checker = h.check({"p.txt": "v2"})
-        self.assertEqual(lost, [])
-        self.assertEqual(checker.delete_overridden, 1)
+        self.assert_delete_undone(h, {"p.txt": "v2"})
 
     def test_an_emptied_nodes_edit_under_an_earlier_name_undoes_its_predecessors_delete(self):
         # CI at e1bc0b3's checker, seed 4: node 3 deleted p.txt and was replaced; its successor,
@@ -191,15 +199,11 @@ class RenameOutcomes(unittest.TestCase):
         h.delete(3, "p.txt", "v1", 2.0)
         h.empty(3, 8.0)
         h.write(3, "x.txt", "v2", 9.0)
-        lost, checker = h.check({"p.txt": "v2"})
-        self.assertEqual(lost, [])
-        self.assertEqual(checker.delete_overridden, 1)
+        self.assert_delete_undone(h, {"p.txt": "v2"})
 
     def test_a_delete_by_the_node_that_made_the_edit_stands(self):
         h = History()
-        h.write(3, "x.txt", "v1", 0.0)
-        h.rename(4, "x.txt", "p.txt", "v1", 7.9)
-        h.write(2, "x.txt", "v2", 8.0)
+        edited_while_renamed(h, 2, 8.0)
         h.delete(2, "p.txt", "v2", 21.0)  # not emptied: it had applied its own edit
         self.assertEqual(len(h.check({"p.txt": "v2"})[0]), 1)
 

@@ -97,12 +97,17 @@ struct cluster {
   std::string content(std::string_view path) { return nodes[0]->io->content(path); }
 };
 
+// What node `n` proposes for the watcher's rename event from -> to (the rename is on disk).
+std::vector<command> rename_event(node& n, const std::string& from, const std::string& to) {
+  auto plan = n.reader->read_rename(from, to);
+  REQUIRE(plan.has_value());
+  return node::flatten(std::move(*plan));
+}
+
 std::vector<command> rename_on_disk(node& n, const std::string& from, const std::string& to) {
   if (!parent_path(to).empty()) REQUIRE_FALSE(make_dirs(*n.io, parent_path(to), 0755));
   REQUIRE_FALSE(n.io->rename(from, to));
-  auto plan = n.reader->read_rename(from, to);
-  REQUIRE(plan.has_value());
-  auto commands = node::flatten(std::move(*plan));
+  auto commands = rename_event(n, from, to);
   REQUIRE(commands.size() == 1);
   REQUIRE(commands[0].kind == command_kind::rename);
   return commands;
@@ -524,9 +529,7 @@ TEST_CASE("a node's remove misread from its own rename in progress never deletes
     auto removal = n.changes("f38.bin");  // the scan, before the rename event is handled
     REQUIRE(removal.size() == 1);
     CHECK(removal[0].kind == command_kind::remove);
-    auto plan = n.reader->read_rename("f38.bin", "d1/f39.bin");  // the rename event
-    REQUIRE(plan.has_value());
-    auto rename = node::flatten(std::move(*plan));
+    auto rename = rename_event(n, "f38.bin", "d1/f39.bin");
     REQUIRE(rename.size() == 1);
     REQUIRE(rename[0].kind == command_kind::rename);
     commit_in_order(k, removal, rename, remove_first);
@@ -555,9 +558,7 @@ TEST_CASE("a file its writer renamed or deleted before the write committed does 
       std::vector<command> after;
       if (renamed) {
         REQUIRE_FALSE(n.io->rename(".doc.txt.tmp", "doc.txt"));
-        auto plan = n.reader->read_rename(".doc.txt.tmp", "doc.txt");
-        REQUIRE(plan.has_value());
-        after = node::flatten(std::move(*plan));  // the temporary name was never committed
+        after = rename_event(n, ".doc.txt.tmp", "doc.txt");  // the temporary name: never committed
       } else {
         REQUIRE_FALSE(n.io->unlink(".doc.txt.tmp"));
         after = n.changes(".doc.txt.tmp");
@@ -582,10 +583,9 @@ TEST_CASE("a link its maker renamed over another before the link committed does 
   REQUIRE(link.size() == 1);
   REQUIRE(link[0].kind == command_kind::symlink);
   REQUIRE_FALSE(n.io->rename("current.tmp", "current"));
-  auto plan = n.reader->read_rename("current.tmp", "current");
-  REQUIRE(plan.has_value());
+  auto replace = rename_event(n, "current.tmp", "current");
   k.log.append(link);
-  k.log.append(node::flatten(std::move(*plan)));
+  k.log.append(replace);
   k.settle();
   k.check_identical();
   CHECK_FALSE(k.exists("current.tmp"));

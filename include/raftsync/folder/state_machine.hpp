@@ -368,6 +368,10 @@ class state_machine {
   // The working file at `path` is gone while its directory is still there, and no apply removed it
   // (for this node's own command: its user deleted or renamed the file after the node read it).
   result<bool> removed_since_read(std::string_view path);
+  // This node's own command for `target`, which its user removed since: the committed entry `e`
+  // is recorded, the disk left alone, the path reported for reading again (bug 21).
+  apply_result record_removed_since_read(const std::string& target, const manifest_entry* cur,
+                                         manifest_entry e, apply_result r);
   // An apply removed `path` from the working tree (remembered locally, bounded).
   void note_unlinked(const std::string& path);
   void note_replaced(const std::string& path, const manifest_entry& entry, bool removed,
