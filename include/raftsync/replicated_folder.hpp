@@ -49,10 +49,16 @@ struct replicated_folder_config {
   std::string secret;                     // cluster secret shared by all nodes (required)
   bool join_existing = false;             // true: start empty and wait to be added (no bootstrap)
   watcher_backend watcher = watcher_backend::native;
-  std::vector<std::string> ignore;              // extra ignore patterns (glob on relative paths)
-  std::chrono::milliseconds tick_interval{10};  // Raft tick; election timeout is 10–20 ticks
-  std::uint32_t election_ticks = 10;
-  std::uint32_t heartbeat_ticks = 1;
+  std::vector<std::string> ignore;  // extra ignore patterns (glob on relative paths)
+  // Raft timing. The election timeout is randomized in [election_ticks, 2 * election_ticks)
+  // ticks: 1–2 s by default, etcd's choice. A node's strand can be busy for a few hundred
+  // milliseconds on a loaded 2-core machine (a log fsync behind a burst of writes, a scan of a
+  // large folder); with the former 100–200 ms a busy node was taken for a dead one and elections
+  // followed each other during bulk changes (issue 13). Latency does not depend on it: a commit is
+  // sent to the followers at once, not with the next heartbeat.
+  std::chrono::milliseconds tick_interval{10};
+  std::uint32_t election_ticks = 100;
+  std::uint32_t heartbeat_ticks = 10;
   std::chrono::milliseconds proposal_retry{1000};  // re-propose a change not applied by then
   std::uint64_t chunk_bytes = 1 << 20;             // large files travel in chunks of this size
   std::uint64_t snapshot_entries = 10000;          // take a folder snapshot after this many applies
@@ -91,7 +97,11 @@ struct folder_status {
   std::uint64_t commit_index = 0;
   std::uint64_t applied_index = 0;
   std::uint64_t last_index = 0;
-  std::uint64_t pending_proposals = 0;
+  std::uint64_t pending_proposals = 0;  // own commands proposed, not yet applied (bounded)
+  std::uint64_t unread_changes = 0;     // paths known changed, waiting to be read and proposed
+  // Times this node learned of a leader other than the one it knew last (the first leader after
+  // start counts): a bulk change without faults must not raise it.
+  std::uint64_t leader_changes = 0;
   std::vector<peer_progress> peers;  // leader only
   std::vector<std::string>
       halted_reasons;       // non-empty: the node cannot make progress (disk full, …)

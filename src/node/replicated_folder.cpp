@@ -23,6 +23,8 @@
 #include <thread>
 #include <tuple>
 
+#include "change_backlog.hpp"
+#include "proposal_tracker.hpp"
 #include "raftsync/folder/command.hpp"
 #include "raftsync/folder/path_rules.hpp"
 #include "raftsync/folder/real_folder_io.hpp"
@@ -177,13 +179,11 @@ class replicated_folder::impl {
   }
 
  private:
-  struct pending_proposal {
-    std::string data;  // encoded folder::command
-    std::string path;  // for flush bookkeeping and logs
-    clock_type::time_point proposed_at;
-    std::uint64_t attempts = 0;
-  };
   struct flush_waiter {
+    // Every path in the backlog when the flush was called must be read first (ticket, see
+    // change_backlog); then every own command proposed by then must be applied.
+    std::uint64_t backlog_mark = 0;
+    bool backlog_read = false;
     std::uint64_t sequence_max = 0;  // every own command up to this one must be applied
     std::uint64_t index = 0;         // ... and (all_applied) every member must match this index
     bool all_applied = false;
@@ -213,7 +213,9 @@ class replicated_folder::impl {
   void apply_conf_change_entry(const raft::entry& e);
   // Returns the command's sequence (0: dropped as equal to a pending one).
   std::uint64_t propose_command(folder::command cmd);
-  void propose_pending(pending_proposal& p);
+  void send_proposal(const std::string& data);
+  void pump_backlog();
+  void schedule_pump();
   void flush_proposal_batch();
   void detect_and_propose(const std::vector<std::string>& paths, bool recursive);
   void detect_renamed(const std::string& from, const std::string& to);
@@ -320,9 +322,14 @@ class replicated_folder::impl {
   std::unique_ptr<folder::real_folder_io> state_io_;
   std::unique_ptr<folder::state_machine> machine_;
   raft::conf_state conf_;
-  std::map<std::uint64_t, pending_proposal> pending_;  // own sequence → proposal
-  // path → (sequence, command bytes without sequence and clock) of its latest pending command.
-  std::map<std::string, std::pair<std::uint64_t, std::string>, std::less<>> pending_by_path_;
+  node::proposal_tracker proposals_;  // own commands proposed, not applied yet (bounded)
+  node::change_backlog backlog_;      // paths to read and propose, as the window allows
+  raft::node_id last_known_leader_ = raft::no_node;
+  std::uint64_t leader_changes_ = 0;  // see folder_status::leader_changes
+  bool pump_scheduled_ = false;       // a pump_backlog() is posted on the strand
+  bool pumping_ = false;              // pump_backlog() is running (a scan inside only enqueues)
+  // One pump turn reads for at most this long, then lets ticks, messages and applies run.
+  static constexpr std::chrono::milliseconds pump_slice{10};
   std::set<std::string> dirty_paths_;  // waiting for detect_and_propose
   // Paths whose change this node must still read again: an upload abandoned because the file
   // changed or was refused, a local edit an apply moved aside. A flush waits for them (they
@@ -339,6 +346,7 @@ class replicated_folder::impl {
   std::map<raft::node_id, std::string> peer_addresses_;  // for status/logs
   bool in_ready_loop_ = false;
   clock_type::time_point last_state_persist_{};
+  clock_type::duration persist_cost_{};  // how long the last state file write took
   clock_type::time_point last_progress_report_{};
   std::map<raft::node_id, outgoing_snapshot> outgoing_snapshots_;
   std::map<raft::node_id, std::unique_ptr<asio::steady_timer>> snapshot_retry_timers_;
@@ -638,10 +646,13 @@ void replicated_folder::impl::on_tick() {
   if (!apply_queue_.empty() && fetches_.empty()) drain_apply_queue();  // an apply failed: retry
   persist_state(false);
   report_catch_up();
-  // Re-propose what was not applied in time (lost with a leader, dropped without one).
+  // Re-propose what was not applied in time (lost with a leader, dropped without one), with
+  // backoff (proposal_tracker).
   const auto now = clock_type::now();
-  for (auto& [sequence, p] : pending_) {
-    if (now - p.proposed_at >= config_.proposal_retry) propose_pending(p);
+  for (node::proposal_tracker::proposal* p : proposals_.due(now)) {
+    log(3, fmt::format("re-proposing #{} ({}), attempt {}", p->sequence, p->path, p->attempts + 1));
+    proposals_.reproposed(*p, now);
+    send_proposal(p->data);
   }
   process_ready();
 }
@@ -765,9 +776,12 @@ void replicated_folder::impl::startup_scan_when_replayed() {
   startup_scanned_ = true;
   rescan_roots_.clear();  // this scan covers them
   detect_and_propose({""}, true);
-  // Flushes called during the replay wait for what this scan proposed: it stands for their own.
-  for (auto& waiter : flush_waiters_)
+  // Flushes called during the replay wait for what this scan found: it stands for their own.
+  for (auto& waiter : flush_waiters_) {
+    waiter->backlog_mark = backlog_.pushed();
+    waiter->backlog_read = false;
     waiter->sequence_max = std::max(waiter->sequence_max, last_sequence_);
+  }
   process_ready();
 }
 
@@ -894,6 +908,7 @@ void replicated_folder::impl::drain_apply_queue() {
   if (applied_any) {
     maybe_snapshot();
     report_applied();
+    schedule_pump();  // own commands applied: the proposal window may have room again
   }
 }
 
@@ -931,26 +946,24 @@ void replicated_folder::impl::report_catch_up() {
                      st.committed == 0 ? 100 : applied * 100 / st.committed));
 }
 
+// The state file is rewritten whole, so its cost grows with the folder (tens of milliseconds for
+// 10^5 files): the interval grows with it, to ten times the last write's duration, so that
+// rewriting never takes more than a tenth of the strand's time during a long burst of applies.
 void replicated_folder::impl::persist_state(bool force) {
   if (machine_->applied_index() == machine_->persisted_index()) return;
   const auto now = clock_type::now();
-  if (!force && now - last_state_persist_ < state_persist_interval) return;
-  last_state_persist_ = now;
+  const auto interval = std::max<clock_type::duration>(state_persist_interval, 10 * persist_cost_);
+  if (!force && now - last_state_persist_ < interval) return;
   if (std::error_code ec = machine_->persist()) {
     apply_error_ = fmt::format("folder: persisting the manifest failed: {}", ec.message());
   }
+  last_state_persist_ = clock_type::now();
+  persist_cost_ = last_state_persist_ - now;
 }
 
 void replicated_folder::impl::handle_apply_result(const folder::apply_result& r) {
   if (r.own) {
-    auto it = pending_.find(r.sequence);
-    if (it != pending_.end()) {
-      auto by_path = pending_by_path_.find(it->second.path);
-      if (by_path != pending_by_path_.end() && by_path->second.first == r.sequence) {
-        pending_by_path_.erase(by_path);
-      }
-      pending_.erase(it);
-    }
+    proposals_.erase(r.sequence);
     upload_inline_.erase(r.sequence);
     if (upload_ && upload_in_flight_.erase(r.sequence) != 0) {
       const bool failed =
@@ -1045,39 +1058,30 @@ std::uint64_t replicated_folder::impl::propose_command(folder::command cmd) {
     key.sequence = 0;
     key.timestamp_ns = 0;
     fingerprint = folder::encode_command(key);
-    auto it = pending_by_path_.find(cmd.path);
-    if (it != pending_by_path_.end() && pending_.count(it->second.first) != 0 &&
-        it->second.second == fingerprint) {
-      return 0;
-    }
+    if (proposals_.duplicate(cmd.path, fingerprint)) return 0;
   }
   if (cmd.sequence == 0) cmd.sequence = machine_->next_sequence();
   log(3, fmt::format("propose {}", folder::describe(cmd)));
-  pending_proposal p;
-  p.data = folder::encode_command(cmd);
-  p.path = cmd.path;
-  if (!is_upload) pending_by_path_[cmd.path] = {cmd.sequence, std::move(fingerprint)};
-  auto [it, inserted] = pending_.emplace(cmd.sequence, std::move(p));
+  const auto& p = proposals_.add(cmd.sequence, folder::encode_command(cmd), cmd.path,
+                                 std::move(fingerprint), clock_type::now());
   last_sequence_ = std::max(last_sequence_, cmd.sequence);
-  propose_pending(it->second);
+  send_proposal(p.data);
   return cmd.sequence;
 }
 
-void replicated_folder::impl::propose_pending(pending_proposal& p) {
-  p.proposed_at = clock_type::now();
-  ++p.attempts;
+void replicated_folder::impl::send_proposal(const std::string& data) {
   if (proposal_batch_) {
     // Inside detect_and_propose: one propose message (up to proposal_batch_bytes_max) for what
     // the pass finds, so the leader appends and replicates it as a few large appends rather than
     // one message per file (each of which costs a follower a log fsync and an apply).
     constexpr std::size_t proposal_batch_bytes_max = 1 << 20;
-    if (proposal_batch_bytes_ + p.data.size() > proposal_batch_bytes_max) flush_proposal_batch();
-    proposal_batch_->push_back(raft::entry{0, 0, raft::entry_type::normal, p.data});
-    proposal_batch_bytes_ += p.data.size();
+    if (proposal_batch_bytes_ + data.size() > proposal_batch_bytes_max) flush_proposal_batch();
+    proposal_batch_->push_back(raft::entry{0, 0, raft::entry_type::normal, data});
+    proposal_batch_bytes_ += data.size();
     return;
   }
   // Without a known leader the core drops the proposal; the retry timer proposes it again.
-  (void)node_->propose(p.data);
+  (void)node_->propose(data);
 }
 
 void replicated_folder::impl::flush_proposal_batch() {
@@ -1172,6 +1176,7 @@ std::error_code replicated_folder::impl::flush(std::chrono::milliseconds timeout
     // (During the replay after a restart the startup scan, still to come, does it.)
     if (startup_scanned_) detect_and_propose({""}, true);
     process_ready();
+    waiter->backlog_mark = backlog_.pushed();
     waiter->sequence_max = last_sequence_;
     waiter->all_applied = all_applied;
     flush_waiters_.push_back(std::move(waiter));
@@ -1184,16 +1189,21 @@ std::error_code replicated_folder::impl::flush(std::chrono::milliseconds timeout
 
 void replicated_folder::impl::check_flush_waiters() {
   if (flush_waiters_.empty()) return;
-  const std::uint64_t oldest_pending = pending_.empty() ? UINT64_MAX : pending_.begin()->first;
+  const std::uint64_t oldest_pending = proposals_.oldest();
   const raft::status st = node_->status();
   for (auto it = flush_waiters_.begin(); it != flush_waiters_.end();) {
     flush_waiter& w = **it;
+    if (!w.backlog_read && backlog_.read_through() >= w.backlog_mark) {
+      // The paths waiting at the call are read; what they proposed is what the flush waits for.
+      w.backlog_read = true;
+      w.sequence_max = std::max(w.sequence_max, last_sequence_);
+    }
     // Large files in flight are part of "every change made before the call": their chunks are
     // proposed progressively, so wait for the whole upload queue, not only pending commands.
     // An upload abandoned for a re-read leaves no upload behind for a moment: its path, to be
     // read again, is in redetect_ (chaos soak D'': a flush acknowledged a large write that was
     // never proposed).
-    bool done = startup_scanned_ && oldest_pending > w.sequence_max && !upload_ &&
+    bool done = startup_scanned_ && w.backlog_read && oldest_pending > w.sequence_max && !upload_ &&
                 upload_queue_.empty() && redetect_.empty();
     if (done && w.all_applied) {
       if (w.index == 0) w.index = machine_->applied_index();
@@ -1234,7 +1244,9 @@ folder_status replicated_folder::impl::status() const {
     s.commit_index = st.committed;
     s.applied_index = machine_->applied_index();
     s.last_index = st.last_index;
-    s.pending_proposals = pending_.size();
+    s.pending_proposals = proposals_.size();
+    s.unread_changes = backlog_.size();
+    s.leader_changes = leader_changes_;
     s.stale_messages = st.stale_messages;
     s.files = machine_->committed().size();
     for (const raft::progress_status& p : st.progress) {
@@ -1343,13 +1355,20 @@ std::error_code replicated_folder::impl::transfer_leadership(raft::node_id to) {
 }
 
 void replicated_folder::impl::report_leader_change() {
+  if (soft_.leader != raft::no_node && soft_.leader != last_known_leader_) {
+    last_known_leader_ = soft_.leader;
+    ++leader_changes_;
+  }
   log(2, soft_.leader == raft::no_node
              ? fmt::format("term {}: no leader", term_)
              : fmt::format("term {}: leader is node {}", term_, soft_.leader));
   if (leader_callback_) leader_callback_(soft_.leader, term_);
   // Proposals sent towards the old leader may be lost: re-propose everything pending now.
-  for (auto& [sequence, p] : pending_)
-    propose_pending(p);
+  const auto now = clock_type::now();
+  for (node::proposal_tracker::proposal* p : proposals_.all()) {
+    proposals_.reproposed(*p, now);
+    send_proposal(p->data);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1443,14 +1462,14 @@ bool replicated_folder::impl::wanted(std::string_view path) const {
   return !folder::validate_path(path, machine_->config().rules);
 }
 
+// Puts the paths (or, recursive, what a scan of each finds changed) in the backlog, then reads
+// as much of the backlog as the proposal window and one slice allow (pump_backlog).
 void replicated_folder::impl::detect_and_propose(const std::vector<std::string>& paths,
                                                  bool recursive) {
-  const bool outermost = !proposal_batch_;  // a new directory's scan nests a call
-  if (outermost) proposal_batch_.emplace();
   for (const std::string& path : paths) {
     if (!path.empty() && !wanted(path)) continue;
     if (!recursive) {
-      detect_one(path);
+      backlog_.push(path, true);
       continue;
     }
     auto report = folder::scan(*machine_, path);
@@ -1464,13 +1483,40 @@ void replicated_folder::impl::detect_and_propose(const std::vector<std::string>&
       log(1, fmt::format("{} cannot be replicated (refused by the path rules)", refused));
     }
     for (const std::string& changed : report->changed) {
-      if (wanted(changed)) detect_one(changed, false);
+      if (wanted(changed)) backlog_.push(changed, false);
     }
   }
-  if (outermost) {
-    flush_proposal_batch();
-    proposal_batch_.reset();
+  pump_backlog();
+}
+
+// Reads backlog paths and proposes their changes while the proposal window has room, for at most
+// pump_slice; the rest waits for the next turn (posted here) or, with the window full, for own
+// commands to apply (drain_apply_queue). Proposals of one turn travel as one propose message.
+// A new directory's scan inside a read only enqueues (pumping_).
+void replicated_folder::impl::pump_backlog() {
+  if (pumping_ || stopped_) return;
+  pumping_ = true;
+  proposal_batch_.emplace();
+  const auto deadline = clock_type::now() + pump_slice;
+  while (!backlog_.empty() && proposals_.has_room() && clock_type::now() < deadline) {
+    auto item = backlog_.pop();
+    detect_one(item->path, item->scan_new_directories);
   }
+  flush_proposal_batch();
+  proposal_batch_.reset();
+  pumping_ = false;
+  if (!backlog_.empty() && proposals_.has_room()) schedule_pump();
+}
+
+void replicated_folder::impl::schedule_pump() {
+  if (pump_scheduled_ || backlog_.empty() || !proposals_.has_room()) return;
+  pump_scheduled_ = true;
+  asio::post(*strand_, [this] {
+    pump_scheduled_ = false;
+    if (stopped_) return;
+    pump_backlog();
+    process_ready();  // steps the proposals, checks flush waiters
+  });
 }
 
 void replicated_folder::impl::detect_one(const std::string& path, bool scan_new_directories) {
@@ -1544,7 +1590,7 @@ void replicated_folder::impl::propose_plan(folder::change_plan plan, bool scan_n
 // retried (one that still commits is ignored everywhere: state_machine::superseded_upload).
 void replicated_folder::impl::abandon_upload() {
   for (std::uint64_t sequence : upload_in_flight_)
-    pending_.erase(sequence);
+    proposals_.erase(sequence);
   upload_in_flight_.clear();
   upload_inline_.clear();
   upload_.reset();
@@ -2004,9 +2050,14 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
 
 // Compaction: once enough entries were applied (and the manifest persisted), record a log
 // snapshot at the persisted index and drop the log below it, keeping `retained_entries` so a
-// briefly lagging follower still catches up from the log rather than by a folder snapshot.
+// briefly lagging follower still catches up from the log rather than by a folder snapshot. A
+// leader also keeps what each follower that is replicating (active, acknowledging appends) has
+// yet to receive, up to `follower_lag_max_entries` behind: during a bulk import a follower
+// busy applying falls thousands of entries behind, and compacting past it pushed it into a
+// folder snapshot that the next burst of entries outdated again (issue 13).
 void replicated_folder::impl::maybe_snapshot() {
   constexpr std::uint64_t retained_entries = 1000;
+  constexpr std::uint64_t follower_lag_max_entries = 250000;
   if (applied_since_snapshot_ < config_.snapshot_entries) return;
   persist_state(true);
   const std::uint64_t index = machine_->persisted_index();
@@ -2017,7 +2068,17 @@ void replicated_folder::impl::maybe_snapshot() {
     return;
   }
   if (index > retained_entries) {
-    const std::uint64_t compact_to = std::min(index - retained_entries, log_->snapshot().index);
+    std::uint64_t compact_to = std::min(index - retained_entries, log_->snapshot().index);
+    const raft::status st = node_->status();
+    if (st.soft.role == raft::role::leader) {
+      const std::uint64_t floor =
+          index > follower_lag_max_entries ? index - follower_lag_max_entries : 0;
+      for (const raft::progress_status& p : st.progress) {
+        if (p.id == config_.id || !p.recent_active || p.state != raft::progress_state::replicate)
+          continue;
+        compact_to = std::min(compact_to, std::max(p.match, floor));
+      }
+    }
     if (compact_to >= log_->first_index()) {
       if (std::error_code ec = log_->compact(compact_to)) {
         log(1, fmt::format("log compaction to #{} failed: {}", compact_to, ec.message()));

@@ -85,7 +85,9 @@ class root_temp_counter {
 int add_joiner(cluster& c) {
   c.prepare_joiner();
   const int leader = c.leader();
-  REQUIRE_FALSE(c.node(leader).add_node(c.joiner_address()));
+  // A leader refuses a membership change (proposal_dropped) until it applied the entries of its
+  // own term, which a freshly elected one may not have yet: ask until it takes it.
+  REQUIRE(wait_until([&] { return !c.node(leader).add_node(c.joiner_address()); }, 10s));
   REQUIRE(wait_until([&] { return lists_peer(c.node(leader).status(), c.id_of(4)); }, 10s));
   return leader;
 }

@@ -86,10 +86,12 @@ std::string status_json(const folder_status& s) {
   }
   return fmt::format(
       R"({{"id":{},"role":"{}","term":{},"leader":{},"commit_index":{},"applied_index":{},)"
-      R"("last_index":{},"pending_proposals":{},"files":{},"stale_messages":{},"peers":[{}],)"
+      R"("last_index":{},"pending_proposals":{},"unread_changes":{},"leader_changes":{},)"
+      R"("files":{},"stale_messages":{},"peers":[{}],)"
       R"("halted_reasons":[{}]}})",
       s.id, s.role, s.term, s.leader, s.commit_index, s.applied_index, s.last_index,
-      s.pending_proposals, s.files, s.stale_messages, peers, halted);
+      s.pending_proposals, s.unread_changes, s.leader_changes, s.files, s.stale_messages, peers,
+      halted);
 }
 
 // Serves one request line per connection: "status" or "flush <timeout_ms> <all 0|1>".
