@@ -646,6 +646,7 @@ void replicated_folder::impl::on_tick() {
   if (!apply_queue_.empty() && fetches_.empty()) drain_apply_queue();  // an apply failed: retry
   persist_state(false);
   report_catch_up();
+  schedule_pump();  // room freed by anything but an apply (an abandoned upload) is used too
   // Re-propose what was not applied in time (lost with a leader, dropped without one), with
   // backoff (proposal_tracker).
   const auto now = clock_type::now();

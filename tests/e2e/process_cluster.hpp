@@ -204,6 +204,7 @@ class process_cluster {
   }
 
   std::uint16_t port(int id) const { return ports_[static_cast<std::size_t>(id - 1)]; }
+  pid_t pid(int id) const { return pids_[static_cast<std::size_t>(id - 1)]; }
 
   // Runs `raftsync <verb> --dir folder(id) ...` and returns its exit code and output.
   int control(int id, const std::string& verb, std::string* output = nullptr,
