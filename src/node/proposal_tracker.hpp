@@ -28,7 +28,7 @@
 namespace raftsync::node {
 
 struct proposal_limits {
-  std::size_t count_max = 4096;         // proposals in flight
+  std::size_t count_max = 1024;         // proposals in flight
   std::uint64_t bytes_max = 16u << 20;  // encoded bytes in flight (file contents included)
   std::chrono::steady_clock::duration retry_first = std::chrono::seconds(1);
   std::chrono::steady_clock::duration retry_max = std::chrono::seconds(30);

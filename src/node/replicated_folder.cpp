@@ -215,6 +215,7 @@ class replicated_folder::impl {
   std::uint64_t propose_command(folder::command cmd);
   void send_proposal(const std::string& data);
   void pump_backlog();
+  bool within_dedupe_window() const;
   void schedule_pump();
   void flush_proposal_batch();
   void detect_and_propose(const std::vector<std::string>& paths, bool recursive);
@@ -405,7 +406,9 @@ class replicated_folder::impl {
   // apply more) must not start a nested drain; the running one picks the new entries up.
   bool draining_ = false;
   static constexpr std::size_t apply_batch_entries_max = 1024;
-  static constexpr std::size_t apply_batch_bytes_max = 64u << 20;
+  // 16 MiB: a batch is applied in one strand turn (contents written and fsynced together); with
+  // 64 MiB a follower on a disk shared by a bulk import was silent for over a second per batch.
+  static constexpr std::size_t apply_batch_bytes_max = 16u << 20;
   // Engaged while detect_and_propose runs: its proposals, stepped as one propose message.
   std::optional<std::vector<raft::entry>> proposal_batch_;
   std::size_t proposal_batch_bytes_ = 0;
@@ -964,6 +967,24 @@ void replicated_folder::impl::persist_state(bool force) {
 
 void replicated_folder::impl::handle_apply_result(const folder::apply_result& r) {
   if (r.own) {
+    if (r.status == folder::apply_status::duplicate && proposals_.contains(r.sequence)) {
+      // Its first application, not a retry's: the command fell out of the state machine's dedupe
+      // window (more than dedupe_window newer commands of this node applied first) and had no
+      // effect. The window gate in pump_backlog prevents it; should it happen anyway, the change
+      // is read again rather than lost silently (issue 13: a large file's commit, held while
+      // 25,000 small files were proposed, was dropped this way).
+      log(1, fmt::format("#{}: own command for {} applied outside the dedupe window; reading the "
+                         "path again",
+                         r.index, r.path));
+      dirty_paths_.insert(r.path);
+      redetect_.insert(r.path);
+      schedule_detection();
+      if (upload_ && upload_in_flight_.count(r.sequence) != 0) {
+        upload_in_flight_.erase(r.sequence);
+        abandon_upload();
+        continue_upload();
+      }
+    }
     proposals_.erase(r.sequence);
     upload_inline_.erase(r.sequence);
     if (upload_ && upload_in_flight_.erase(r.sequence) != 0) {
@@ -1499,7 +1520,8 @@ void replicated_folder::impl::pump_backlog() {
   pumping_ = true;
   proposal_batch_.emplace();
   const auto deadline = clock_type::now() + pump_slice;
-  while (!backlog_.empty() && proposals_.has_room() && clock_type::now() < deadline) {
+  while (!backlog_.empty() && proposals_.has_room() && within_dedupe_window() &&
+         clock_type::now() < deadline) {
     auto item = backlog_.pop();
     detect_one(item->path, item->scan_new_directories);
   }
@@ -1509,8 +1531,23 @@ void replicated_folder::impl::pump_backlog() {
   if (!backlog_.empty() && proposals_.has_room()) schedule_pump();
 }
 
+// Every own command must apply while its sequence is within the state machine's dedupe window of
+// the newest applied one of this node, or it is taken for a duplicate and dropped. So no new
+// change is read (no sequence taken) while the oldest outstanding own command — pending, pushed
+// and not yet referenced, or a held commit — is half a window behind the newest sequence: the rest
+// of the window covers an upload's chunks and commit, whose sequences are taken as they go.
+bool replicated_folder::impl::within_dedupe_window() const {
+  std::uint64_t oldest = proposals_.oldest();
+  for (const auto& [index, pushed] : pushing_)
+    oldest = std::min(oldest, pushed.ref.sequence);
+  if (held_commit_) oldest = std::min(oldest, held_commit_->sequence);
+  if (oldest == UINT64_MAX || oldest > last_sequence_) return true;
+  return last_sequence_ - oldest < machine_->config().dedupe_window / 2;
+}
+
 void replicated_folder::impl::schedule_pump() {
-  if (pump_scheduled_ || backlog_.empty() || !proposals_.has_room()) return;
+  if (pump_scheduled_ || backlog_.empty() || !proposals_.has_room() || !within_dedupe_window())
+    return;
   pump_scheduled_ = true;
   asio::post(*strand_, [this] {
     pump_scheduled_ = false;
@@ -2052,10 +2089,10 @@ void replicated_folder::impl::on_app_message(raft::node_id from, const transport
 // Compaction: once enough entries were applied (and the manifest persisted), record a log
 // snapshot at the persisted index and drop the log below it, keeping `retained_entries` so a
 // briefly lagging follower still catches up from the log rather than by a folder snapshot. A
-// leader also keeps what each follower that is replicating (active, acknowledging appends) has
-// yet to receive, up to `follower_lag_max_entries` behind: during a bulk import a follower
-// busy applying falls thousands of entries behind, and compacting past it pushed it into a
-// folder snapshot that the next burst of entries outdated again (issue 13).
+// leader also keeps what each active follower (heard from within an election timeout, not being
+// sent a snapshot) has yet to receive, up to `follower_lag_max_entries` behind: during a bulk
+// import a follower busy applying falls thousands of entries behind, and compacting past it pushed
+// it into a folder snapshot that the next burst of entries outdated again (issue 13).
 void replicated_folder::impl::maybe_snapshot() {
   constexpr std::uint64_t retained_entries = 1000;
   constexpr std::uint64_t follower_lag_max_entries = 250000;
@@ -2075,7 +2112,7 @@ void replicated_folder::impl::maybe_snapshot() {
       const std::uint64_t floor =
           index > follower_lag_max_entries ? index - follower_lag_max_entries : 0;
       for (const raft::progress_status& p : st.progress) {
-        if (p.id == config_.id || !p.recent_active || p.state != raft::progress_state::replicate)
+        if (p.id == config_.id || !p.recent_active || p.state == raft::progress_state::snapshot)
           continue;
         compact_to = std::min(compact_to, std::max(p.match, floor));
       }
