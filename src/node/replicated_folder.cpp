@@ -363,6 +363,21 @@ class replicated_folder::impl {
   // otherwise look like a local edit and be proposed again (bug 22). Until it ran, flushes wait
   // and scans are left to it.
   std::uint64_t startup_scan_after_ = 0;
+  // A node with a fresh state (never applied anything) that follows scans its folder only once the
+  // cluster's existing content has reached it: no entries left to apply and none applied for
+  // fresh_scan_quiet after applying something of the current leader, or fresh_scan_wait_max after
+  // start. A folder pre-seeded with a copy of the
+  // tree then proposes nothing: each apply finds the file already there with the committed content
+  // and adopts it (hash only, no write) — instead of every node proposing its whole tree, which
+  // tripled the log of a 100,000-file pre-seeded start (issue 13). A leader scans at once.
+  bool fresh_start_ = false;
+  clock_type::time_point started_at_{};
+  clock_type::time_point last_apply_at_{};
+  clock_type::time_point leader_known_at_{};
+  // Longer than a leader's own startup scan of 10^5 files takes (≈1.5 s) before it proposes.
+  static constexpr std::chrono::seconds fresh_scan_quiet{3};
+  static constexpr std::chrono::seconds fresh_scan_wait_max{120};
+  bool fresh_scan_due() const;
   bool startup_scanned_ = false;
   void startup_scan_when_replayed();
   std::vector<std::pair<std::string, std::string>> renames_;  // watcher renames, from → to
@@ -579,6 +594,8 @@ std::error_code replicated_folder::impl::open_state() {
   // above the persisted manifest are replayed (the first ready delivers them from the local log).
   // (process_ready runs it when the replay is done.)
   startup_scan_after_ = initial->hard.commit;
+  fresh_start_ = machine_->applied_index() == 0 && machine_->committed().size() == 0;
+  started_at_ = last_apply_at_ = clock_type::now();
   schedule_tick();
   process_ready();
   return {};
@@ -775,8 +792,19 @@ void replicated_folder::impl::process_ready() {
   check_flush_waiters();
 }
 
+bool replicated_folder::impl::fresh_scan_due() const {
+  const auto now = clock_type::now();
+  if (soft_.role == raft::role::leader || now - started_at_ >= fresh_scan_wait_max) return true;
+  if (soft_.leader == raft::no_node) return false;
+  // Something of this leader's term applied (its first entry at least), then quiet.
+  return last_apply_at_ >= leader_known_at_ &&
+         machine_->applied_index() >= node_->status().committed &&
+         now - last_apply_at_ >= fresh_scan_quiet;
+}
+
 void replicated_folder::impl::startup_scan_when_replayed() {
   if (startup_scanned_ || stopped_ || machine_->applied_index() < startup_scan_after_) return;
+  if (fresh_start_ && !fresh_scan_due()) return;
   startup_scanned_ = true;
   rescan_roots_.clear();  // this scan covers them
   detect_and_propose({""}, true);
@@ -910,6 +938,7 @@ void replicated_folder::impl::drain_apply_queue() {
   }
   draining_ = false;
   if (applied_any) {
+    last_apply_at_ = clock_type::now();
     maybe_snapshot();
     report_applied();
     schedule_pump();  // own commands applied: the proposal window may have room again
@@ -1377,6 +1406,7 @@ std::error_code replicated_folder::impl::transfer_leadership(raft::node_id to) {
 }
 
 void replicated_folder::impl::report_leader_change() {
+  leader_known_at_ = clock_type::now();
   if (soft_.leader != raft::no_node && soft_.leader != last_known_leader_) {
     last_known_leader_ = soft_.leader;
     ++leader_changes_;
