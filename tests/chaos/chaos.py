@@ -474,6 +474,16 @@ class Cluster:
         self.record(node, rel, hashlib.sha256(data).hexdigest())
         self.ops[-1]["size"] = len(data)
 
+    def bulk_import(self, count):
+        """`count` new small files in nested directories of 100, written as fast as Python can into
+        one node (a `git clone`, a `tar xf`); acknowledged by that node's next successful flush."""
+        node = self.nodes[self.rng.choice(sorted(self.nodes))]
+        for i in range(count):
+            rel = os.path.join("bulk", "b%d" % (i // 1000), "c%d" % (i // 100 % 10), "g%d.txt" % i)
+            self.write(node, rel, ("bulk seed %d file %d\n" % (self.seed, i)).encode() +
+                       self.rng.randbytes(self.rng.randint(0, 2048)))
+        log("  bulk import: %d files written into node %d" % (count, node.id))
+
     def workload_batch(self):
         rng = self.rng
         writers = [int(w) for w in self.args.writers.split(",") if w] or list(self.nodes)
@@ -1086,6 +1096,8 @@ class Cluster:
                                    (node.id, node.log_path))
         if not wait_until(self.leader, 30, 0.1):
             raise RuntimeError("no leader elected")
+        if args.bulk_files > 0:
+            self.bulk_import(args.bulk_files)
         duration = args.minutes * 60.0
         t_end = time.monotonic() + duration
         next_fault = time.monotonic() + self.rng.uniform(1, 4)
@@ -1212,6 +1224,9 @@ def main():
                    help="subset of %s (default %s)" % (ALL_FAULTS, DEFAULT_FAULTS))
     p.add_argument("--tmpfs-mib", type=int, default=128, dest="tmpfs_mib")
     p.add_argument("--max-large", type=int, default=4, dest="max_large")
+    p.add_argument("--bulk-files", type=int, default=0, dest="bulk_files",
+                   help="write N small files at once into one node as the faults begin (a bulk "
+                        "import under faults, issue 13); each is an op like any other")
     p.add_argument("--snapshot-entries", type=int, default=10000, dest="snapshot_entries")
     p.add_argument("--settle-timeout", type=int, default=90, dest="settle_timeout")
     p.add_argument("--writers", default="", help="comma-separated node ids the workload writes "
