@@ -59,9 +59,10 @@ struct replicated_folder_config {
   std::chrono::milliseconds tick_interval{10};
   std::uint32_t election_ticks = 100;
   std::uint32_t heartbeat_ticks = 10;
-  std::chrono::milliseconds proposal_retry{1000};  // re-propose a change not applied by then
-  std::uint64_t chunk_bytes = 1 << 20;             // large files travel in chunks of this size
-  std::uint64_t snapshot_entries = 10000;          // take a folder snapshot after this many applies
+  // Re-propose a change not applied by then; later retries back off, doubling up to 30 s.
+  std::chrono::milliseconds proposal_retry{1000};
+  std::uint64_t chunk_bytes = 1 << 20;     // large files travel in chunks of this size
+  std::uint64_t snapshot_entries = 10000;  // take a folder snapshot after this many applies
   // Log sink: level 0 error, 1 warning, 2 info, 3 debug; called on the node's strand, must not
   // block. Empty: errors and warnings go to stderr.
   std::function<void(int level, std::string_view message)> log;

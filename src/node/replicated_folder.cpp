@@ -209,6 +209,11 @@ std::error_code replicated_folder::impl::open_state() {
   // above the persisted manifest are replayed (the first ready delivers them from the local log).
   // (process_ready runs it when the replay is done.)
   startup_scan_after_ = initial->hard.commit;
+  node::proposal_tracker::limits proposal_limits;
+  proposal_limits.retry_first = config_.proposal_retry;
+  proposal_limits.retry_max =
+      std::max<clock_type::duration>(config_.proposal_retry, proposal_limits.retry_max);
+  proposals_ = node::proposal_tracker(proposal_limits);
   fresh_start_ = machine_->applied_index() == 0 && machine_->committed().size() == 0;
   started_at_ = last_apply_at_ = clock_type::now();
   schedule_tick();
