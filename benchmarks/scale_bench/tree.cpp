@@ -40,13 +40,6 @@ std::uint64_t round64(std::uint64_t acc, std::uint64_t input) {
   return acc * prime1;
 }
 
-std::uint64_t splitmix64(std::uint64_t& x) {
-  std::uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 std::uint64_t hash_string(const std::string& text) {
   content_hasher h;
   h.update(reinterpret_cast<const unsigned char*>(text.data()), text.size());
@@ -417,23 +410,6 @@ std::uint64_t content_hasher::finish() {
   h *= prime3;
   h ^= h >> 32;
   return h;
-}
-
-random_source::random_source(std::uint64_t seed) {
-  for (auto& s : state_)
-    s = splitmix64(seed);
-}
-
-std::uint64_t random_source::next() {
-  const std::uint64_t result = rotl(state_[1] * 5, 7) * 9;
-  const std::uint64_t t = state_[1] << 17;
-  state_[2] ^= state_[0];
-  state_[3] ^= state_[1];
-  state_[1] ^= state_[2];
-  state_[0] ^= state_[3];
-  state_[2] ^= t;
-  state_[3] = rotl(state_[3], 45);
-  return result;
 }
 
 std::uint64_t random_source::uniform(std::uint64_t low, std::uint64_t high) {

@@ -2,6 +2,8 @@
 // memory as it changes a folder, and a digest walk that compares a folder on disk with it.
 #pragma once
 
+#include "raftsync/raft/random.hpp"
+
 #include <sys/types.h>
 
 #include <cstdint>
@@ -46,18 +48,19 @@ class content_hasher {
   std::uint64_t total_ = 0;
 };
 
-// Deterministic random numbers (xoshiro256**, seeded through splitmix64).
+// Deterministic random numbers: the Raft core's generator (xoshiro256**), with the shapes a tree
+// generator needs.
 class random_source {
  public:
-  explicit random_source(std::uint64_t seed);
-  std::uint64_t next();
+  explicit random_source(std::uint64_t seed) : generator_(seed) {}
+  std::uint64_t next() { return generator_.next(); }
   std::uint64_t uniform(std::uint64_t low, std::uint64_t high);  // [low, high]
   double unit();                                                 // [0, 1)
   std::uint64_t log_uniform(std::uint64_t low, std::uint64_t high);
   void fill(unsigned char* buffer, std::size_t size);
 
  private:
-  std::uint64_t state_[4];
+  raftsync::raft::random_generator generator_;
 };
 
 struct tree_summary {

@@ -1,8 +1,10 @@
 // raftsync — replicated_folder::impl, the driver behind the facade: its state and the
 // declarations of its protocols. Private to src/node. Its member functions are defined by
-// protocol: replicated_folder.cpp (start/stop, the ready loop, applies, proposals, change
-// detection, flush, status and the public API), snapshot_stream.cpp (folder snapshots and log
-// compaction), content_service.cpp (the chunk bytes of large files beside the log).
+// protocol: replicated_folder.cpp (start/stop, the ready loop, flush, status, membership and the
+// public API), apply_committed.cpp (committed entries applied to the folder in batches),
+// change_detection.cpp (watcher events, the backlog and its pump, reads, proposals, large-file
+// uploads), snapshot_stream.cpp (folder snapshots and log compaction), content_service.cpp (the
+// chunk bytes of large files beside the log).
 #pragma once
 
 #include "raftsync/replicated_folder.hpp"

@@ -16,22 +16,6 @@ using namespace raftsync::e2e;
 
 namespace {
 
-// The last lines of every node's log, for failure messages (CI keeps no files).
-std::string log_tails(const process_cluster& cluster, std::size_t lines = 25) {
-  std::string out;
-  for (int id = 1; id <= cluster.size(); ++id) {
-    std::vector<std::string> all;
-    std::ifstream in(cluster.log_file(id));
-    for (std::string line; std::getline(in, line);)
-      all.push_back(line);
-    out += "--- node " + std::to_string(id) + " log (last lines)\n";
-    for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i) {
-      out += all[i] + "\n";
-    }
-  }
-  return out;
-}
-
 void require_converged(process_cluster& cluster, std::chrono::milliseconds timeout = 30s) {
   std::string diff;
   const bool converged = cluster.wait_converged(timeout, &diff);

@@ -306,4 +306,19 @@ class process_cluster {
   std::vector<pid_t> pids_;
 };
 
+// The last `lines` lines of every node's log, for failure messages (CI keeps no files).
+inline std::string log_tails(const process_cluster& cluster, std::size_t lines = 25) {
+  std::string out;
+  for (int id = 1; id <= cluster.size(); ++id) {
+    std::vector<std::string> all;
+    std::ifstream in(cluster.log_file(id));
+    for (std::string line; std::getline(in, line);)
+      all.push_back(line);
+    out += "--- node " + std::to_string(id) + " log (last lines)\n";
+    for (std::size_t i = all.size() > lines ? all.size() - lines : 0; i < all.size(); ++i)
+      out += all[i] + "\n";
+  }
+  return out;
+}
+
 }  // namespace raftsync::e2e

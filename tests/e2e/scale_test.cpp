@@ -89,27 +89,13 @@ std::uint64_t write_tree(const fs::path& root, const std::string& dir, int count
   return entries;
 }
 
-std::string log_tails(const process_cluster& cluster) {
-  std::string out;
-  for (int id = 1; id <= cluster.size(); ++id) {
-    std::vector<std::string> all;
-    std::ifstream in(cluster.log_file(id));
-    for (std::string line; std::getline(in, line);)
-      all.push_back(line);
-    out += "--- node " + std::to_string(id) + " log (last lines)\n";
-    for (std::size_t i = all.size() > 15 ? all.size() - 15 : 0; i < all.size(); ++i)
-      out += all[i] + "\n";
-  }
-  return out;
-}
-
 void require_settled_and_identical(process_cluster& cluster, std::uint64_t files,
                                    std::chrono::milliseconds timeout) {
   const bool ok = wait_until([&] { return settled(cluster, files); }, timeout);
   std::string statuses;
   for (int id = 1; id <= cluster.size(); ++id)
     statuses += status_of(cluster, id);
-  INFO("expected " << files << " entries; statuses:\n" << statuses << log_tails(cluster));
+  INFO("expected " << files << " entries; statuses:\n" << statuses << log_tails(cluster, 15));
   REQUIRE(ok);
   std::string diff;
   const bool converged = cluster.wait_converged(30s, &diff);
